@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["igrelay/v1/events.proto", "igrelay/v1/commands.proto", "igrelay/v1/outcomes.proto"];
+    let files = [
+        "igrelay/v1/events.proto",
+        "igrelay/v1/commands.proto",
+        "igrelay/v1/outcomes.proto",
+    ];
     let fds = protox::compile(files, [&root])?;
     let mut config = prost_build::Config::new();
     config.compile_fds(fds)?;

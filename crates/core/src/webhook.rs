@@ -53,13 +53,17 @@ pub fn verify<'a>(
     body: &[u8],
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
-    let hex_sig = header.strip_prefix(b"sha256=").ok_or(SignatureError::Malformed)?;
+    let hex_sig = header
+        .strip_prefix(b"sha256=")
+        .ok_or(SignatureError::Malformed)?;
     if hex_sig.len() != 64 {
         return Err(SignatureError::Malformed);
     }
     let sig = hex::decode(hex_sig).map_err(|_| SignatureError::Malformed)?;
     for secret in secrets {
-        let Ok(mut mac) = HmacSha256::new_from_slice(secret) else { continue };
+        let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
+            continue;
+        };
         mac.update(body);
         // verify_slice compares in constant time.
         if mac.verify_slice(&sig).is_ok() {
@@ -104,10 +108,19 @@ mod tests {
         assert!(header.starts_with("sha256=") && header.len() == 71);
         let secrets: [&[u8]; 2] = [b"old-secret", b"new-secret"];
         assert_eq!(verify(secrets, Some(header.as_bytes()), body), Ok(()));
-        assert_eq!(verify([b"old-secret".as_slice()], Some(header.as_bytes()), body), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify([b"old-secret".as_slice()], Some(header.as_bytes()), body),
+            Err(SignatureError::Mismatch)
+        );
         assert_eq!(verify(secrets, None, body), Err(SignatureError::Missing));
-        assert_eq!(verify(secrets, Some(b"sha1=abc"), body), Err(SignatureError::Malformed));
-        assert_eq!(verify(secrets, Some(&b"sha256=zz".repeat(8)[..71]), body), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify(secrets, Some(b"sha1=abc"), body),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify(secrets, Some(&b"sha256=zz".repeat(8)[..71]), body),
+            Err(SignatureError::Malformed)
+        );
     }
 
     #[test]
@@ -122,7 +135,10 @@ mod tests {
     #[test]
     fn escapes_like_meta() {
         let v = serde_json::json!({"text": "äöå 😀"});
-        assert_eq!(to_meta_json(&v), br#"{"text":"\u00e4\u00f6\u00e5 \ud83d\ude00"}"#.to_vec());
+        assert_eq!(
+            to_meta_json(&v),
+            br#"{"text":"\u00e4\u00f6\u00e5 \ud83d\ude00"}"#.to_vec()
+        );
         let back: serde_json::Value = serde_json::from_slice(&to_meta_json(&v)).unwrap();
         assert_eq!(back, v);
     }

@@ -1,0 +1,157 @@
+//! Publishing to JetStream: every message carries `Nats-Msg-Id` (deduplication), `traceparent`
+//! (tracing) and `Igrelay-Type` (the protobuf type name), and counts as published only once the
+//! stream acknowledged it.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, message::PublishMessage, publish::PublishAck};
+use bytes::Bytes;
+use futures::future::try_join_all;
+use opentelemetry::Context;
+
+use crate::{BusError, KIND_HEADER, TYPE_HEADER, trace};
+
+/// One message to publish.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub subject: String,
+    /// Deduplication id: the stream stores a message with an id it saw within its duplicate
+    /// window only once.
+    pub msg_id: String,
+    /// Full protobuf type name of `payload`.
+    pub type_name: &'static str,
+    /// Optional kind (for events, the last subject token).
+    pub kind: Option<&'static str>,
+    pub payload: Bytes,
+}
+
+impl OutgoingMessage {
+    /// Encodes a protobuf message.
+    pub fn proto<M: prost::Message + igrelay_core::v1::TypeName>(
+        subject: String,
+        msg_id: String,
+        msg: &M,
+    ) -> Self {
+        Self {
+            subject,
+            msg_id,
+            type_name: M::TYPE_NAME,
+            kind: None,
+            payload: Bytes::from(msg.encode_to_vec()),
+        }
+    }
+
+    pub fn with_kind(mut self, kind: &'static str) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    fn headers(&self, cx: &Context) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        trace::inject(cx, &mut headers);
+        headers.insert(TYPE_HEADER, self.type_name);
+        if let Some(kind) = self.kind {
+            headers.insert(KIND_HEADER, kind);
+        }
+        headers
+    }
+}
+
+/// Result of publishing a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchAck {
+    /// Messages the stream stored now.
+    pub stored: usize,
+    /// Messages the stream had already (same `Nats-Msg-Id` within the duplicate window).
+    pub duplicates: usize,
+}
+
+/// Publishes to JetStream.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    js: jetstream::Context,
+}
+
+impl Publisher {
+    pub fn new(js: jetstream::Context) -> Self {
+        Self { js }
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Publishes one message and waits for the stream's acknowledgement.
+    pub async fn publish(
+        &self,
+        msg: OutgoingMessage,
+        cx: &Context,
+        deadline: Duration,
+    ) -> Result<PublishAck, BusError> {
+        let subject = msg.subject.clone();
+        let fut = async {
+            let ack = self.send(msg, cx).await?;
+            ack.await.map_err(|e| BusError::Publish {
+                subject: subject.clone(),
+                reason: e.to_string(),
+            })
+        };
+        tokio::time::timeout(deadline, fut)
+            .await
+            .map_err(|_| BusError::AckTimeout(deadline))?
+    }
+
+    /// Publishes every message and waits until the stream acknowledged all of them. Messages are
+    /// pipelined (all sent before the first acknowledgement is awaited). Fails if any is refused
+    /// or the deadline passes; some may then be stored, which is safe to repeat because each
+    /// carries its deduplication id.
+    pub async fn publish_all(
+        &self,
+        msgs: Vec<OutgoingMessage>,
+        cx: &Context,
+        deadline: Duration,
+    ) -> Result<BatchAck, BusError> {
+        let fut = async {
+            let mut pending = Vec::with_capacity(msgs.len());
+            for msg in msgs {
+                let subject = msg.subject.clone();
+                let ack = self.send(msg, cx).await?;
+                pending.push(async move {
+                    ack.await.map_err(|e| BusError::Publish {
+                        subject,
+                        reason: e.to_string(),
+                    })
+                });
+            }
+            let acks = try_join_all(pending).await?;
+            let duplicates = acks.iter().filter(|a| a.duplicate).count();
+            Ok(BatchAck {
+                stored: acks.len() - duplicates,
+                duplicates,
+            })
+        };
+        tokio::time::timeout(deadline, fut)
+            .await
+            .map_err(|_| BusError::AckTimeout(deadline))?
+    }
+
+    async fn send(
+        &self,
+        msg: OutgoingMessage,
+        cx: &Context,
+    ) -> Result<jetstream::context::PublishAckFuture, BusError> {
+        let headers = msg.headers(cx);
+        let publish = PublishMessage::build()
+            .payload(msg.payload)
+            .headers(headers)
+            .message_id(&msg.msg_id);
+        self.js
+            .send_publish(msg.subject.clone(), publish)
+            .await
+            .map_err(|e| BusError::Publish {
+                subject: msg.subject,
+                reason: e.to_string(),
+            })
+    }
+}

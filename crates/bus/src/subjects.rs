@@ -1,0 +1,205 @@
+//! Every subject igrelay uses. Account before type, so one account's traffic can be partitioned
+//! and `*`/`>` wildcards serve analytics:
+//!
+//! | subject | payload | stream |
+//! |---|---|---|
+//! | `ig.v1.evt.<account>.<kind>` | `igrelay.v1.Event` | IGRELAY_EVENTS |
+//! | `ig.v1.cmd.send.<account>` | `igrelay.v1.SendCommand` | IGRELAY_COMMANDS |
+//! | `ig.v1.cmd.upload.<account>` | `igrelay.v1.UploadAttachmentCommand` | IGRELAY_COMMANDS |
+//! | `ig.v1.out.<account>.<outcome>` | `igrelay.v1.CommandOutcome` | IGRELAY_OUTCOMES |
+//! | `ig.v1.dlq.<stream>.<consumer>` | the original message, reason in headers | IGRELAY_DLQ |
+//!
+//! docs/subjects.md is the user-facing copy of this table; a test keeps the two in step.
+
+use igrelay_core::AccountId;
+use igrelay_core::v1::{Event, event::Payload};
+
+pub const EVENTS_ALL: &str = "ig.v1.evt.>";
+pub const COMMANDS_ALL: &str = "ig.v1.cmd.>";
+pub const OUTCOMES_ALL: &str = "ig.v1.out.>";
+pub const DLQ_ALL: &str = "ig.v1.dlq.>";
+
+/// The last token of an event subject: what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Message,
+    MessageEcho,
+    Reaction,
+    Postback,
+    Seen,
+    MessageEdit,
+    Referral,
+    Optin,
+    Handover,
+    Comment,
+    LiveComment,
+    Mention,
+    StoryInsights,
+    Unknown,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 14] = [
+        Self::Message,
+        Self::MessageEcho,
+        Self::Reaction,
+        Self::Postback,
+        Self::Seen,
+        Self::MessageEdit,
+        Self::Referral,
+        Self::Optin,
+        Self::Handover,
+        Self::Comment,
+        Self::LiveComment,
+        Self::Mention,
+        Self::StoryInsights,
+        Self::Unknown,
+    ];
+
+    pub fn token(self) -> &'static str {
+        match self {
+            Self::Message => "message",
+            Self::MessageEcho => "message_echo",
+            Self::Reaction => "reaction",
+            Self::Postback => "postback",
+            Self::Seen => "seen",
+            Self::MessageEdit => "message_edit",
+            Self::Referral => "referral",
+            Self::Optin => "optin",
+            Self::Handover => "handover",
+            Self::Comment => "comment",
+            Self::LiveComment => "live_comment",
+            Self::Mention => "mention",
+            Self::StoryInsights => "story_insights",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn from_token(token: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.token() == token)
+    }
+
+    /// The kind of an event, from its payload (an event without payload counts as unknown).
+    pub fn of(event: &Event) -> Self {
+        match &event.payload {
+            Some(Payload::Message(m)) if m.is_echo => Self::MessageEcho,
+            Some(Payload::Message(_)) => Self::Message,
+            Some(Payload::Reaction(_)) => Self::Reaction,
+            Some(Payload::Postback(_)) => Self::Postback,
+            Some(Payload::Seen(_)) => Self::Seen,
+            Some(Payload::MessageEdit(_)) => Self::MessageEdit,
+            Some(Payload::Referral(_)) => Self::Referral,
+            Some(Payload::Optin(_)) => Self::Optin,
+            Some(Payload::Handover(_)) => Self::Handover,
+            Some(Payload::Comment(c)) if c.live => Self::LiveComment,
+            Some(Payload::Comment(_)) => Self::Comment,
+            Some(Payload::Mention(_)) => Self::Mention,
+            Some(Payload::StoryInsights(_)) => Self::StoryInsights,
+            Some(Payload::Unknown(_)) | None => Self::Unknown,
+        }
+    }
+}
+
+/// `ig.v1.evt.<account>.<kind>`
+pub fn event(account: &AccountId, kind: EventKind) -> String {
+    format!("ig.v1.evt.{account}.{}", kind.token())
+}
+
+/// `ig.v1.evt.<account>.>`: everything that happened to one account.
+pub fn events_of_account(account: &AccountId) -> String {
+    format!("ig.v1.evt.{account}.>")
+}
+
+/// `ig.v1.evt.*.<kind>`: one kind of event, every account.
+pub fn events_of_kind(kind: EventKind) -> String {
+    format!("ig.v1.evt.*.{}", kind.token())
+}
+
+/// Splits an event subject into account and kind.
+pub fn parse_event(subject: &str) -> Option<(&str, EventKind)> {
+    let rest = subject.strip_prefix("ig.v1.evt.")?;
+    let (account, kind) = rest.split_once('.')?;
+    Some((account, EventKind::from_token(kind)?))
+}
+
+/// `ig.v1.cmd.send.<account>`
+pub fn send_command(account: &AccountId) -> String {
+    format!("ig.v1.cmd.send.{account}")
+}
+
+/// `ig.v1.cmd.upload.<account>`
+pub fn upload_command(account: &AccountId) -> String {
+    format!("ig.v1.cmd.upload.{account}")
+}
+
+/// The outcome of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Sent,
+    Rejected,
+    Failed,
+    Expired,
+}
+
+impl OutcomeKind {
+    pub fn token(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// `ig.v1.out.<account>.<outcome>`
+pub fn outcome(account: &AccountId, kind: OutcomeKind) -> String {
+    format!("ig.v1.out.{account}.{}", kind.token())
+}
+
+/// `ig.v1.dlq.<stream>.<consumer>`: where a consumer's poison messages go.
+pub fn dead_letter(stream: &str, consumer: &str) -> String {
+    format!("ig.v1.dlq.{stream}.{consumer}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_subjects_round_trip() {
+        let a = AccountId::parse("17841400000000001").unwrap();
+        for k in EventKind::ALL {
+            let s = event(&a, k);
+            assert_eq!(parse_event(&s), Some(("17841400000000001", k)));
+        }
+        assert_eq!(events_of_account(&a), "ig.v1.evt.17841400000000001.>");
+        assert_eq!(events_of_kind(EventKind::Comment), "ig.v1.evt.*.comment");
+        assert_eq!(
+            outcome(&a, OutcomeKind::Sent),
+            "ig.v1.out.17841400000000001.sent"
+        );
+        assert_eq!(send_command(&a), "ig.v1.cmd.send.17841400000000001");
+    }
+
+    #[test]
+    fn docs_list_every_subject_and_kind() {
+        let doc = include_str!("../../../docs/subjects.md");
+        for k in EventKind::ALL {
+            assert!(
+                doc.contains(&format!("`{}`", k.token())),
+                "docs/subjects.md does not list event kind {}",
+                k.token()
+            );
+        }
+        for s in [
+            "ig.v1.evt.<account>.<kind>",
+            "ig.v1.cmd.send.<account>",
+            "ig.v1.cmd.upload.<account>",
+            "ig.v1.out.<account>.<outcome>",
+            "ig.v1.dlq.<stream>.<consumer>",
+        ] {
+            assert!(doc.contains(s), "docs/subjects.md does not list {s}");
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The bus against a real nats-server.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use igrelay_bus::subjects::{self, EventKind};
+use igrelay_bus::topology::KvDef;
+use igrelay_bus::{
+    ConsumerDef, HandlerError, OutgoingMessage, Publisher, StreamDef, TopologyConfig, run_consumer,
+};
+use igrelay_core::AccountId;
+use igrelay_testkit::Nats;
+use tokio_util::sync::CancellationToken;
+
+fn account() -> AccountId {
+    AccountId::parse("17841400000000001").unwrap()
+}
+
+fn msg(id: &str, body: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        subject: subjects::event(&account(), EventKind::Message),
+        msg_id: id.into(),
+        type_name: "igrelay.v1.Event",
+        kind: Some("message"),
+        payload: Bytes::from(body.to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn topology_is_created_idempotently_and_updated() {
+    let nats = Nats::start().await.unwrap();
+    let mut cfg = TopologyConfig::default();
+    igrelay_bus::ensure_streams(&nats.js, &cfg, &StreamDef::ALL)
+        .await
+        .unwrap();
+    igrelay_bus::ensure_streams(&nats.js, &cfg, &StreamDef::ALL)
+        .await
+        .unwrap();
+    cfg.events_max_age = Duration::from_secs(3600);
+    igrelay_bus::ensure_streams(&nats.js, &cfg, &[StreamDef::Events])
+        .await
+        .unwrap();
+    let mut s = nats.js.get_stream("IGRELAY_EVENTS").await.unwrap();
+    assert_eq!(
+        s.info().await.unwrap().config.max_age,
+        Duration::from_secs(3600)
+    );
+    let mut c = nats.js.get_stream("IGRELAY_COMMANDS").await.unwrap();
+    assert_eq!(
+        c.info().await.unwrap().config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue
+    );
+    for kv in KvDef::ALL {
+        igrelay_bus::ensure_kv(&nats.js, &cfg, kv).await.unwrap();
+        igrelay_bus::ensure_kv(&nats.js, &cfg, kv).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn publish_deduplicates_and_sets_headers() {
+    let nats = Nats::start().await.unwrap();
+    nats.ensure_streams().await.unwrap();
+    let publisher = Publisher::new(nats.js.clone());
+    let cx = opentelemetry::Context::new();
+    let ack = publisher
+        .publish_all(
+            vec![msg("a", "1"), msg("b", "2")],
+            &cx,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!((ack.stored, ack.duplicates), (2, 0));
+    let ack = publisher
+        .publish_all(
+            vec![msg("a", "1"), msg("b", "2"), msg("c", "3")],
+            &cx,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!((ack.stored, ack.duplicates), (1, 2));
+    let mut stream = nats.js.get_stream("IGRELAY_EVENTS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 3);
+    let raw = stream.get_raw_message(1).await.unwrap();
+    let headers = raw.headers;
+    assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), "a");
+    assert_eq!(
+        headers.get("Igrelay-Type").unwrap().as_str(),
+        "igrelay.v1.Event"
+    );
+    assert_eq!(headers.get("Igrelay-Kind").unwrap().as_str(), "message");
+}
+
+#[tokio::test]
+async fn publish_fails_within_deadline_when_nats_is_down() {
+    let mut nats = Nats::start().await.unwrap();
+    nats.ensure_streams().await.unwrap();
+    let publisher = Publisher::new(nats.js.clone());
+    nats.server.kill();
+    let err = publisher
+        .publish_all(
+            vec![msg("x", "1")],
+            &opentelemetry::Context::new(),
+            Duration::from_millis(300),
+        )
+        .await;
+    assert!(
+        err.is_err(),
+        "publish must not succeed with the server down"
+    );
+}
+
+/// Handler outcomes by payload: "ok" succeeds, "flaky" fails once then succeeds, "poison" is
+/// rejected, "forever" always asks to retry.
+#[tokio::test]
+async fn consumer_acks_retries_and_dead_letters() {
+    let nats = Nats::start().await.unwrap();
+    nats.ensure_streams().await.unwrap();
+    let publisher = Publisher::new(nats.js.clone());
+    let cx = opentelemetry::Context::new();
+    let batch = vec![
+        msg("1", "ok"),
+        msg("2", "flaky"),
+        msg("3", "poison"),
+        msg("4", "forever"),
+    ];
+    publisher
+        .publish_all(batch, &cx, Duration::from_secs(2))
+        .await
+        .unwrap();
+
+    let seen: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let mut def = ConsumerDef::new(StreamDef::Events, "test-consumer");
+    def.max_deliver = 3;
+    let js = nats.js.clone();
+    let task = {
+        let seen = seen.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            run_consumer(
+                &js,
+                &def,
+                move |d| {
+                    let seen = seen.clone();
+                    async move {
+                        let body = String::from_utf8(d.payload.to_vec()).unwrap();
+                        seen.lock().unwrap().push((body.clone(), d.delivered));
+                        match body.as_str() {
+                            "flaky" if d.delivered == 1 => Err(HandlerError::Retry {
+                                reason: "flaky".into(),
+                                after: Duration::from_millis(10),
+                            }),
+                            "poison" => Err(HandlerError::Reject {
+                                reason: "cannot decode\r\nat all".into(),
+                            }),
+                            "forever" => Err(HandlerError::Retry {
+                                reason: "still down".into(),
+                                after: Duration::from_millis(10),
+                            }),
+                            _ => Ok(()),
+                        }
+                    }
+                },
+                shutdown,
+            )
+            .await
+        })
+    };
+
+    // Wait (bounded) until both dead letters arrived.
+    let mut dlq = Vec::new();
+    for _ in 0..100 {
+        dlq = igrelay_testkit::events::read_stream(&nats.js, "IGRELAY_DLQ", ">")
+            .await
+            .unwrap_or_default();
+        if dlq.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.contains(&("flaky".into(), 2)),
+        "flaky is retried: {seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|(b, _)| b == "ok").count(),
+        1,
+        "ok is handled once: {seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|(b, _)| b == "poison").count(),
+        1,
+        "poison is not retried: {seen:?}"
+    );
+    assert_eq!(
+        seen.iter().filter(|(b, _)| b == "forever").count(),
+        3,
+        "forever is tried max_deliver times: {seen:?}"
+    );
+
+    // The dead letters carry the reason and the original subject; reading them as events fails to
+    // decode, so look at the raw messages instead.
+    let mut stream = nats.js.get_stream("IGRELAY_DLQ").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 2, "{dlq:?}");
+    let first = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(
+        first.subject.as_str(),
+        "ig.v1.dlq.IGRELAY_EVENTS.test-consumer"
+    );
+    assert_eq!(
+        first.headers.get("Igrelay-Dlq-Reason").unwrap().as_str(),
+        "cannot decode  at all"
+    );
+    assert_eq!(
+        first.headers.get("Igrelay-Dlq-Subject").unwrap().as_str(),
+        "ig.v1.evt.17841400000000001.message"
+    );
+    assert_eq!(&first.payload[..], b"poison");
+    let second = stream.get_raw_message(2).await.unwrap();
+    assert!(
+        second
+            .headers
+            .get("Igrelay-Dlq-Reason")
+            .unwrap()
+            .as_str()
+            .starts_with("gave up after 3 deliveries")
+    );
+
+    // Nothing is left pending on the consumer.
+    let events = nats.js.get_stream("IGRELAY_EVENTS").await.unwrap();
+    let info = events.consumer_info("test-consumer").await.unwrap();
+    assert_eq!(info.num_ack_pending, 0);
+    assert_eq!(info.num_pending, 0);
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_current_message_and_hands_back_the_rest() {
+    let nats = Nats::start().await.unwrap();
+    nats.ensure_streams().await.unwrap();
+    let publisher = Publisher::new(nats.js.clone());
+    let batch: Vec<_> = (0..20)
+        .map(|i| msg(&i.to_string(), &i.to_string()))
+        .collect();
+    publisher
+        .publish_all(
+            batch,
+            &opentelemetry::Context::new(),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+
+    // A long ack_wait: if unstarted messages were not handed back, the next replica would only
+    // see them after a minute and the bounded wait below would fail.
+    let mut def = ConsumerDef::new(StreamDef::Events, "drain-test");
+    def.ack_wait = Duration::from_secs(60);
+
+    let shutdown = CancellationToken::new();
+    let handled: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (h, s) = (handled.clone(), shutdown.clone());
+    run_consumer(
+        &nats.js,
+        &def,
+        move |d| {
+            let (h, s) = (h.clone(), s.clone());
+            async move {
+                let n = {
+                    let mut v = h.lock().unwrap();
+                    v.push(String::from_utf8(d.payload.to_vec()).unwrap());
+                    v.len()
+                };
+                // The third message triggers shutdown while it is being handled.
+                if n == 3 {
+                    s.cancel();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(())
+            }
+        },
+        shutdown,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        handled.lock().unwrap().len(),
+        3,
+        "no new message is started after shutdown"
+    );
+    let events = nats.js.get_stream("IGRELAY_EVENTS").await.unwrap();
+    let info = events.consumer_info("drain-test").await.unwrap();
+    assert_eq!(
+        info.ack_floor.consumer_sequence, 3,
+        "the message in hand was finished and acked"
+    );
+
+    // Another replica takes over the rest at once.
+    let shutdown = CancellationToken::new();
+    let (h, s) = (handled.clone(), shutdown.clone());
+    let replica = tokio::spawn({
+        let js = nats.js.clone();
+        async move {
+            run_consumer(
+                &js,
+                &def,
+                move |d| {
+                    let h = h.clone();
+                    async move {
+                        h.lock()
+                            .unwrap()
+                            .push(String::from_utf8(d.payload.to_vec()).unwrap());
+                        Ok(())
+                    }
+                },
+                s,
+            )
+            .await
+        }
+    });
+    for _ in 0..100 {
+        if handled.lock().unwrap().len() >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    replica.await.unwrap().unwrap();
+    let mut all = handled.lock().unwrap().clone();
+    all.sort_by_key(|s| s.parse::<u32>().unwrap());
+    all.dedup();
+    assert_eq!(
+        all.len(),
+        20,
+        "every message handled by one replica or the other: {all:?}"
+    );
+}

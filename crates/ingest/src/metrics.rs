@@ -1,0 +1,73 @@
+//! Ingest's metrics, named `igrelay_ingest_<name>_<unit>_total` (counters) per the project's
+//! telemetry convention (docs/operations.md).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub received: Counter,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub published: Family<KindLabel, Counter>,
+    pub duplicates: Counter,
+    pub latency: Histogram,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            received: Counter::default(),
+            rejected: Family::default(),
+            published: Family::default(),
+            duplicates: Counter::default(),
+            // 0.5 ms .. ~4 s
+            latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.0005, 2.0, 14,
+            )),
+        };
+        let r = registry.sub_registry_with_prefix("igrelay_ingest");
+        r.register(
+            "webhooks_received",
+            "Webhook POSTs received",
+            m.received.clone(),
+        );
+        r.register(
+            "webhooks_rejected",
+            "Webhook requests answered with an error, by reason",
+            m.rejected.clone(),
+        );
+        r.register(
+            "events_published",
+            "Events stored in JetStream, by kind",
+            m.published.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Events JetStream already had (Meta redelivered them)",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "webhook_duration_seconds",
+            "Time from request to answer of webhook POSTs",
+            m.latency.clone(),
+        );
+        m
+    }
+
+    pub fn reject(&self, reason: &'static str) {
+        self.rejected.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}

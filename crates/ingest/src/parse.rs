@@ -1,0 +1,681 @@
+//! Turns one webhook body into typed events. Never fails and never panics: whatever cannot be
+//! understood becomes an `Unknown` event that keeps the raw JSON, because Meta cannot send a
+//! webhook twice on request and disables webhooks that keep failing.
+//!
+//! Shapes handled (platform facts §1): `entry[].messaging[]`, `entry[].standby[]`,
+//! `entry[].changes[{field,value}]` (Facebook Login) and `entry.field`/`entry.value`
+//! (Instagram Login), in any combination within one entry. Timestamps may be numbers or numeric
+//! strings, in seconds or milliseconds.
+
+use igrelay_bus::subjects::EventKind;
+use igrelay_core::AccountId;
+use igrelay_core::time::{normalise_to_ms, timestamp_from_ms};
+use igrelay_core::v1::{self, Channel, EventMeta, event::Payload};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// What is known about a delivery before its body is read.
+#[derive(Debug, Clone)]
+pub struct DeliveryContext {
+    /// When the POST arrived, ms since the epoch.
+    pub received_ms: i64,
+    /// Hex SHA-256 of the raw body.
+    pub delivery_id: String,
+}
+
+impl DeliveryContext {
+    pub fn new(body: &[u8], received_ms: i64) -> Self {
+        Self {
+            received_ms,
+            delivery_id: hex::encode(Sha256::digest(body)),
+        }
+    }
+}
+
+/// One event ready to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedEvent {
+    pub account: AccountId,
+    pub kind: EventKind,
+    pub event: v1::Event,
+}
+
+impl ParsedEvent {
+    pub fn event_id(&self) -> &str {
+        self.event
+            .meta
+            .as_ref()
+            .map(|m| m.event_id.as_str())
+            .unwrap_or_default()
+    }
+}
+
+/// Parses a whole delivery. Always returns at least one event for a non-empty body.
+pub fn parse_delivery(body: &[u8], ctx: &DeliveryContext) -> Vec<ParsedEvent> {
+    let root: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return vec![raw_unknown(body, ctx, format!("invalid JSON: {e}"))],
+    };
+    let object = root.get("object").map(text).unwrap_or_default();
+    let Some(entries) = root.get("entry").and_then(Value::as_array) else {
+        return vec![raw_unknown(
+            body,
+            ctx,
+            "the body has no `entry` array".into(),
+        )];
+    };
+    if entries.is_empty() {
+        return vec![raw_unknown(body, ctx, "the `entry` array is empty".into())];
+    }
+    let mut out = Vec::new();
+    for entry in entries {
+        parse_entry(entry, &object, ctx, &mut out);
+    }
+    if out.is_empty() {
+        // e.g. entries whose messaging arrays are empty: keep the signed body rather than store nothing.
+        out.push(raw_unknown(
+            body,
+            ctx,
+            "the delivery contains no items".into(),
+        ));
+    }
+    out
+}
+
+/// Where an item sits; fills the envelope.
+struct ItemContext<'a> {
+    ctx: &'a DeliveryContext,
+    object: &'a str,
+    account: AccountId,
+    sent_ms: Option<i64>,
+    channel: Channel,
+}
+
+impl ItemContext<'_> {
+    fn event(
+        &self,
+        event_id: String,
+        field: &str,
+        event_ms: Option<i64>,
+        kind: EventKind,
+        payload: Payload,
+    ) -> ParsedEvent {
+        let event_ms = event_ms.or(self.sent_ms).unwrap_or(self.ctx.received_ms);
+        let meta = EventMeta {
+            event_id,
+            account_id: self.account.to_string(),
+            event_time: Some(timestamp_from_ms(event_ms)),
+            received_time: Some(timestamp_from_ms(self.ctx.received_ms)),
+            webhook_field: field.to_owned(),
+            delivery_id: self.ctx.delivery_id.clone(),
+            channel: self.channel as i32,
+            sent_time: self.sent_ms.map(timestamp_from_ms),
+            object: self.object.to_owned(),
+        };
+        ParsedEvent {
+            account: self.account.clone(),
+            kind,
+            event: v1::Event {
+                meta: Some(meta),
+                payload: Some(payload),
+            },
+        }
+    }
+
+    /// An item this parser does not understand, kept as JSON.
+    fn unknown(&self, field: &str, item: &Value, reason: String) -> ParsedEvent {
+        let raw = serde_json::to_vec(item).unwrap_or_default();
+        let id = format!(
+            "unknown:{}",
+            hash_parts(&[self.account.as_str(), field, &String::from_utf8_lossy(&raw)])
+        );
+        let payload = Payload::Unknown(v1::Unknown {
+            reason,
+            raw_json: raw,
+        });
+        self.event(id, field, None, EventKind::Unknown, payload)
+    }
+
+    fn prefixed(&self, id: String) -> String {
+        if self.channel == Channel::Standby {
+            format!("standby:{id}")
+        } else {
+            id
+        }
+    }
+}
+
+fn parse_entry(entry: &Value, object: &str, ctx: &DeliveryContext, out: &mut Vec<ParsedEvent>) {
+    let account = entry
+        .get("id")
+        .map(text)
+        .and_then(|s| AccountId::parse(s).ok())
+        .unwrap_or_else(AccountId::unknown);
+    let sent_ms = entry.get("time").and_then(timestamp_ms);
+    let mut ic = ItemContext {
+        ctx,
+        object,
+        account,
+        sent_ms,
+        channel: Channel::Raw,
+    };
+    let Some(obj) = entry.as_object() else {
+        out.push(ic.unknown("unknown", entry, "an entry is not a JSON object".into()));
+        return;
+    };
+    let mut understood = false;
+    for (key, channel) in [
+        ("messaging", Channel::Messaging),
+        ("standby", Channel::Standby),
+    ] {
+        if let Some(items) = obj.get(key) {
+            understood = true;
+            ic.channel = channel;
+            match items.as_array() {
+                Some(items) => out.extend(items.iter().map(|item| parse_messaging(&ic, item))),
+                None => {
+                    out.push(ic.unknown("unknown", items, format!("entry.{key} is not an array")))
+                }
+            }
+        }
+    }
+    if let Some(changes) = obj.get("changes") {
+        understood = true;
+        ic.channel = Channel::Changes;
+        match changes.as_array() {
+            Some(changes) => {
+                for change in changes {
+                    match (
+                        change.get("field").and_then(Value::as_str),
+                        change.get("value"),
+                    ) {
+                        (Some(field), Some(value)) => out.push(parse_change(&ic, field, value)),
+                        _ => out.push(ic.unknown(
+                            "unknown",
+                            change,
+                            "a change has no `field` string or no `value`".into(),
+                        )),
+                    }
+                }
+            }
+            None => {
+                out.push(ic.unknown("unknown", changes, "entry.changes is not an array".into()))
+            }
+        }
+    }
+    if let (Some(field), Some(value)) = (obj.get("field").and_then(Value::as_str), obj.get("value"))
+    {
+        understood = true;
+        ic.channel = Channel::Field;
+        out.push(parse_change(&ic, field, value));
+    }
+    if !understood {
+        ic.channel = Channel::Raw;
+        out.push(ic.unknown(
+            "unknown",
+            entry,
+            "the entry has none of messaging, standby, changes, or field/value".into(),
+        ));
+    }
+}
+
+/// Keys of a messaging item that name its event, with the webhook field they belong to.
+const MESSAGING_KEYS: [(&str, &str); 10] = [
+    ("message", "messages"),
+    ("reaction", "message_reactions"),
+    ("postback", "messaging_postbacks"),
+    ("read", "messaging_seen"),
+    ("message_edit", "message_edit"),
+    ("referral", "messaging_referral"),
+    ("optin", "messaging_optins"),
+    ("pass_thread_control", "messaging_handover"),
+    ("take_thread_control", "messaging_handover"),
+    ("request_thread_control", "messaging_handover"),
+];
+
+fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
+    let Some(obj) = item.as_object() else {
+        return ic.unknown(
+            "unknown",
+            item,
+            "a messaging item is not a JSON object".into(),
+        );
+    };
+    let Some((key, field)) = MESSAGING_KEYS
+        .iter()
+        .find(|(k, _)| obj.get(*k).is_some_and(Value::is_object))
+    else {
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        return ic.unknown(
+            "unknown",
+            item,
+            format!(
+                "a messaging item with no known event (keys: {})",
+                keys.join(", ")
+            ),
+        );
+    };
+    let body = &obj[*key];
+    let sender = obj
+        .get("sender")
+        .and_then(|s| s.get("id"))
+        .map(text)
+        .unwrap_or_default();
+    let recipient = obj
+        .get("recipient")
+        .and_then(|s| s.get("id"))
+        .map(text)
+        .unwrap_or_default();
+    let ts = obj.get("timestamp").and_then(timestamp_ms);
+    let ts_token = ts.map(|t| t.to_string()).unwrap_or_default();
+    let mid = body.get("mid").map(text).unwrap_or_default();
+    let id_or_hash = |prefix: &str, natural: Option<String>| -> String {
+        match natural {
+            Some(id) => ic.prefixed(format!("{prefix}:{id}")),
+            None => ic.prefixed(format!(
+                "{prefix}:{}",
+                hash_parts(&[ic.account.as_str(), field, &item.to_string()])
+            )),
+        }
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+
+    let (kind, id, payload) = match *key {
+        "message" => {
+            let m = message(&sender, &recipient, body);
+            let kind = if m.is_echo {
+                EventKind::MessageEcho
+            } else {
+                EventKind::Message
+            };
+            (
+                kind,
+                id_or_hash("msg", non_empty(&mid)),
+                Payload::Message(m),
+            )
+        }
+        "reaction" => {
+            let action = match body.get("action").and_then(Value::as_str) {
+                Some("react") => v1::ReactionAction::React,
+                Some("unreact") => v1::ReactionAction::Unreact,
+                _ => v1::ReactionAction::Unspecified,
+            };
+            let natural = non_empty(&mid)
+                .map(|m| format!("{m}:{}:{sender}:{ts_token}", str_at(body, "action")));
+            let r = v1::Reaction {
+                sender_id: sender,
+                recipient_id: recipient,
+                mid,
+                action: action as i32,
+                reaction: str_at(body, "reaction"),
+                emoji: str_at(body, "emoji"),
+            };
+            (
+                EventKind::Reaction,
+                id_or_hash("reaction", natural),
+                Payload::Reaction(r),
+            )
+        }
+        "postback" => {
+            let p = v1::Postback {
+                sender_id: sender,
+                recipient_id: recipient,
+                mid: mid.clone(),
+                title: str_at(body, "title"),
+                payload: str_at(body, "payload"),
+                is_self: bool_at(item, "is_self") || bool_at(body, "is_self"),
+                referral: body.get("referral").map(ad_referral),
+            };
+            (
+                EventKind::Postback,
+                id_or_hash("postback", non_empty(&mid)),
+                Payload::Postback(p),
+            )
+        }
+        "read" => {
+            let natural = non_empty(&mid).map(|m| format!("{m}:{sender}"));
+            let s = v1::Seen {
+                sender_id: sender,
+                recipient_id: recipient,
+                mid,
+                watermark: body.get("watermark").and_then(int).unwrap_or(0),
+            };
+            (
+                EventKind::Seen,
+                id_or_hash("seen", natural),
+                Payload::Seen(s),
+            )
+        }
+        "message_edit" => {
+            let num_edit = body
+                .get("num_edit")
+                .and_then(int)
+                .unwrap_or(0)
+                .clamp(0, i64::from(u32::MAX)) as u32;
+            let natural = non_empty(&mid).map(|m| format!("{m}:{num_edit}"));
+            let e = v1::MessageEdit {
+                sender_id: sender,
+                recipient_id: recipient,
+                mid,
+                text: str_at(body, "text"),
+                num_edit,
+            };
+            (
+                EventKind::MessageEdit,
+                id_or_hash("edit", natural),
+                Payload::MessageEdit(e),
+            )
+        }
+        "referral" => {
+            let r = v1::Referral {
+                sender_id: sender,
+                recipient_id: recipient,
+                referral: Some(ad_referral(body)),
+            };
+            (
+                EventKind::Referral,
+                id_or_hash("referral", None),
+                Payload::Referral(r),
+            )
+        }
+        "optin" => {
+            let o = v1::Optin {
+                sender_id: sender,
+                recipient_id: recipient,
+                r#type: str_at(body, "type"),
+                payload: str_at(body, "payload"),
+                notification_messages_token: str_at(body, "notification_messages_token"),
+                notification_messages_frequency: str_at(body, "notification_messages_frequency"),
+                notification_messages_timezone: str_at(body, "notification_messages_timezone"),
+                token_expiry_timestamp: body
+                    .get("token_expiry_timestamp")
+                    .and_then(int)
+                    .unwrap_or(0),
+                user_token_status: str_at(body, "user_token_status"),
+                notification_messages_status: str_at(body, "notification_messages_status"),
+                title: str_at(body, "title"),
+            };
+            (
+                EventKind::Optin,
+                id_or_hash("optin", None),
+                Payload::Optin(o),
+            )
+        }
+        handover => {
+            let kind = match handover {
+                "pass_thread_control" => v1::HandoverKind::PassThreadControl,
+                "take_thread_control" => v1::HandoverKind::TakeThreadControl,
+                _ => v1::HandoverKind::RequestThreadControl,
+            };
+            let h = v1::Handover {
+                sender_id: sender,
+                recipient_id: recipient,
+                kind: kind as i32,
+                previous_owner_app_id: str_at(body, "previous_owner_app_id"),
+                new_owner_app_id: str_at(body, "new_owner_app_id"),
+                requested_owner_app_id: str_at(body, "requested_owner_app_id"),
+                metadata: str_at(body, "metadata"),
+            };
+            (
+                EventKind::Handover,
+                id_or_hash("handover", None),
+                Payload::Handover(h),
+            )
+        }
+    };
+    ic.event(id, field, ts, kind, payload)
+}
+
+fn message(sender: &str, recipient: &str, m: &Value) -> v1::Message {
+    let attachments = m
+        .get("attachments")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(attachment).collect())
+        .unwrap_or_default();
+    let reply_to = m.get("reply_to").and_then(|r| {
+        if let Some(story) = r.get("story") {
+            Some(v1::ReplyTo {
+                target: Some(v1::reply_to::Target::Story(v1::StoryRef {
+                    id: str_at(story, "id"),
+                    url: str_at(story, "url"),
+                })),
+            })
+        } else {
+            r.get("mid").map(|mid| v1::ReplyTo {
+                target: Some(v1::reply_to::Target::Mid(text(mid))),
+            })
+        }
+    });
+    v1::Message {
+        sender_id: sender.to_owned(),
+        recipient_id: recipient.to_owned(),
+        mid: m.get("mid").map(text).unwrap_or_default(),
+        text: str_at(m, "text"),
+        attachments,
+        quick_reply_payload: m
+            .get("quick_reply")
+            .map(|q| str_at(q, "payload"))
+            .unwrap_or_default(),
+        reply_to,
+        referral: m.get("referral").map(ad_referral),
+        is_deleted: bool_at(m, "is_deleted"),
+        is_echo: bool_at(m, "is_echo"),
+        is_self: bool_at(m, "is_self"),
+        is_unsupported: bool_at(m, "is_unsupported"),
+        sent_by_command_id: String::new(),
+    }
+}
+
+fn attachment(a: &Value) -> v1::Attachment {
+    use v1::AttachmentType as T;
+    let raw_type = str_at(a, "type");
+    let ty = match raw_type.as_str() {
+        "audio" => T::Audio,
+        "file" => T::File,
+        "image" => T::Image,
+        "share" => T::Share,
+        "story_mention" => T::StoryMention,
+        "video" => T::Video,
+        "ig_reel" => T::IgReel,
+        "reel" => T::Reel,
+        "ig_post" => T::IgPost,
+        "template" => T::Template,
+        "fallback" => T::Fallback,
+        _ => T::Other,
+    };
+    let payload = a.get("payload").cloned().unwrap_or(Value::Null);
+    v1::Attachment {
+        r#type: ty as i32,
+        raw_type,
+        url: str_at(&payload, "url"),
+        title: str_at(&payload, "title"),
+        ig_post_media_id: str_at(&payload, "ig_post_media_id"),
+        reel_video_id: str_at(&payload, "reel_video_id"),
+        payload_json: if payload.is_null() {
+            String::new()
+        } else {
+            payload.to_string()
+        },
+    }
+}
+
+fn ad_referral(r: &Value) -> v1::AdReferral {
+    v1::AdReferral {
+        r#ref: str_at(r, "ref"),
+        ad_id: str_at(r, "ad_id"),
+        source: str_at(r, "source"),
+        r#type: str_at(r, "type"),
+        ads_context_data: r.get("ads_context_data").map(|c| v1::AdsContext {
+            ad_title: str_at(c, "ad_title"),
+            photo_url: str_at(c, "photo_url"),
+            video_url: str_at(c, "video_url"),
+        }),
+    }
+}
+
+fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Value) -> ParsedEvent {
+    // Some Instagram Login deliveries put a messaging item in field/value form.
+    if MESSAGING_KEYS.iter().any(|(_, f)| *f == field) && value.get("sender").is_some() {
+        return parse_messaging(ic, value);
+    }
+    let ts = value
+        .get("timestamp")
+        .or_else(|| value.get("time"))
+        .and_then(timestamp_ms);
+    match field {
+        "comments" | "live_comments" => {
+            let comment_id = value
+                .get("comment_id")
+                .or_else(|| value.get("id"))
+                .map(text)
+                .unwrap_or_default();
+            let from = value.get("from").map(|f| v1::CommentAuthor {
+                id: str_at(f, "id"),
+                username: str_at(f, "username"),
+                self_ig_scoped_id: str_at(f, "self_ig_scoped_id"),
+            });
+            let media = value.get("media").map(|m| v1::MediaRef {
+                id: str_at(m, "id"),
+                ad_id: str_at(m, "ad_id"),
+                original_media_id: str_at(m, "original_media_id"),
+                media_product_type: str_at(m, "media_product_type"),
+                ad_title: str_at(m, "ad_title"),
+            });
+            let live = field == "live_comments";
+            let id = if comment_id.is_empty() {
+                format!(
+                    "comment:{}",
+                    hash_parts(&[ic.account.as_str(), field, &value.to_string()])
+                )
+            } else {
+                format!("comment:{comment_id}")
+            };
+            let c = v1::Comment {
+                comment_id,
+                parent_id: str_at(value, "parent_id"),
+                text: str_at(value, "text"),
+                from,
+                media,
+                live,
+            };
+            let kind = if live {
+                EventKind::LiveComment
+            } else {
+                EventKind::Comment
+            };
+            ic.event(id, field, ts, kind, Payload::Comment(c))
+        }
+        "mentions" => {
+            let m = v1::Mention {
+                media_id: str_at(value, "media_id"),
+                comment_id: str_at(value, "comment_id"),
+            };
+            let id = format!(
+                "mention:{}",
+                hash_parts(&[ic.account.as_str(), &m.media_id, &m.comment_id])
+            );
+            ic.event(id, field, ts, EventKind::Mention, Payload::Mention(m))
+        }
+        "story_insights" => {
+            let n = |k: &str| value.get(k).and_then(int).unwrap_or(0);
+            let s = v1::StoryInsights {
+                media_id: str_at(value, "media_id"),
+                exits: n("exits"),
+                replies: n("replies"),
+                reach: n("reach"),
+                taps_forward: n("taps_forward"),
+                taps_back: n("taps_back"),
+                impressions: n("impressions"),
+            };
+            let id = format!(
+                "story_insights:{}",
+                hash_parts(&[ic.account.as_str(), field, &value.to_string()])
+            );
+            ic.event(
+                id,
+                field,
+                ts,
+                EventKind::StoryInsights,
+                Payload::StoryInsights(s),
+            )
+        }
+        other => {
+            let mut wrapper = Map::new();
+            wrapper.insert("field".into(), Value::String(other.to_owned()));
+            wrapper.insert("value".into(), value.clone());
+            ic.unknown(
+                other,
+                &Value::Object(wrapper),
+                format!("unknown webhook field {other:?}"),
+            )
+        }
+    }
+}
+
+/// The whole body as one Unknown event (it could not be split into items).
+fn raw_unknown(body: &[u8], ctx: &DeliveryContext, reason: String) -> ParsedEvent {
+    let ic = ItemContext {
+        ctx,
+        object: "",
+        account: AccountId::unknown(),
+        sent_ms: None,
+        channel: Channel::Raw,
+    };
+    let payload = Payload::Unknown(v1::Unknown {
+        reason,
+        raw_json: body.to_vec(),
+    });
+    ic.event(
+        format!("unknown:{}", ctx.delivery_id),
+        "unknown",
+        None,
+        EventKind::Unknown,
+        payload,
+    )
+}
+
+/// A JSON value as text: strings as they are, numbers and booleans written out, else empty.
+/// Meta documents ids as strings but some payloads carry numbers.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn str_at(v: &Value, key: &str) -> String {
+    v.get(key).map(text).unwrap_or_default()
+}
+
+fn bool_at(v: &Value, key: &str) -> bool {
+    match v.get(key) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    }
+}
+
+/// An integer from a number or a numeric string.
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A Meta timestamp (seconds or milliseconds, number or string) in milliseconds.
+fn timestamp_ms(v: &Value) -> Option<i64> {
+    int(v).filter(|t| *t > 0).map(normalise_to_ms)
+}
+
+fn hash_parts(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}

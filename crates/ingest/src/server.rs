@@ -1,0 +1,294 @@
+//! The HTTP side of ingest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use igrelay_bus::topology::StreamDef;
+use igrelay_bus::{BusConfig, OutgoingMessage, Publisher, subjects};
+use igrelay_core::webhook::{self, SIGNATURE_HEADER};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::IngestConfig;
+use crate::metrics::{KindLabel, Metrics};
+use crate::parse::{DeliveryContext, parse_delivery};
+
+#[derive(Clone)]
+struct AppState {
+    cfg: Arc<IngestConfig>,
+    secrets: Arc<Vec<Vec<u8>>>,
+    publisher: Publisher,
+    client: async_nats::Client,
+    streams_ready: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+/// Binds `cfg.listen` and serves until `shutdown`.
+pub async fn run(
+    cfg: IngestConfig,
+    bus: BusConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (ingest.listen)", cfg.listen))?;
+    run_with_listener(cfg, bus, listener, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0) until `shutdown`. In-flight requests
+/// finish before it returns.
+pub async fn run_with_listener(
+    cfg: IngestConfig,
+    bus: BusConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let client = igrelay_bus::connect(&bus.nats).await?;
+    let js = igrelay_bus::connect::jetstream(client.clone(), bus.nats.request_timeout);
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let state = AppState {
+        secrets: Arc::new(
+            cfg.app_secrets
+                .iter()
+                .map(|s| s.expose().as_bytes().to_vec())
+                .collect(),
+        ),
+        cfg: Arc::new(cfg),
+        publisher: Publisher::new(js.clone()),
+        client: client.clone(),
+        streams_ready: Arc::new(AtomicBool::new(false)),
+        metrics,
+    };
+    tokio::spawn(keep_streams(
+        js,
+        bus.topology,
+        client.clone(),
+        state.streams_ready.clone(),
+        shutdown.clone(),
+    ));
+
+    let readiness = {
+        let (client, ready) = (client.clone(), state.streams_ready.clone());
+        Arc::new(move || {
+            if !igrelay_bus::connect::is_connected(&client) {
+                Err("not connected to NATS".to_string())
+            } else if !ready.load(Ordering::Relaxed) {
+                Err("JetStream stream IGRELAY_EVENTS not confirmed yet".to_string())
+            } else {
+                Ok(())
+            }
+        })
+    };
+    let app = Router::new()
+        .route(&state.cfg.path, get(challenge).post(receive))
+        .with_state(state.clone())
+        .merge(igrelay_runtime::ops::router(Arc::new(registry), readiness));
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, path = %state.cfg.path, "ingest listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("ingest HTTP server failed")?;
+    // Everything answered 200 was acknowledged already; flush anything else on its way out.
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+/// Creates the events stream once NATS is reachable, and checks it again every few seconds, so
+/// readiness reflects reality after a NATS restart.
+async fn keep_streams(
+    js: async_nats::jetstream::Context,
+    topology: igrelay_bus::TopologyConfig,
+    client: async_nats::Client,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ok = igrelay_bus::connect::is_connected(&client)
+            && match igrelay_bus::ensure_streams(&js, &topology, &[StreamDef::Events]).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot ensure streams yet");
+                    false
+                }
+            };
+        ready.store(ok, Ordering::Relaxed);
+        let pause = if ok {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(500)
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Meta's subscription handshake.
+async fn challenge(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mode = q.get("hub.mode").map(String::as_str);
+    let token = q
+        .get("hub.verify_token")
+        .map(String::as_bytes)
+        .unwrap_or_default();
+    if mode != Some("subscribe") {
+        s.metrics.reject("challenge_bad_mode");
+        return (StatusCode::FORBIDDEN, "hub.mode must be \"subscribe\"\n").into_response();
+    }
+    if !constant_time_eq(token, s.cfg.verify_token.expose().as_bytes()) {
+        s.metrics.reject("challenge_bad_token");
+        return (
+            StatusCode::FORBIDDEN,
+            "hub.verify_token does not match the configured verify token\n",
+        )
+            .into_response();
+    }
+    match q.get("hub.challenge") {
+        Some(c) => ([(header::CONTENT_TYPE, "text/plain")], c.clone()).into_response(),
+        None => (StatusCode::BAD_REQUEST, "hub.challenge is missing\n").into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Length is not secret (Meta knows it); the content comparison does not stop early.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A webhook delivery.
+async fn receive(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    s.metrics.received.inc();
+    let span = tracing::info_span!(
+        "webhook",
+        otel.name = "POST webhook",
+        otel.kind = "server",
+        events = tracing::field::Empty
+    );
+    if let Some(parent) = igrelay_runtime::telemetry::extract_http(&headers) {
+        let _ = span.set_parent(parent);
+    }
+    let response = handle(&s, &headers, body, &span)
+        .instrument(span.clone())
+        .await;
+    s.metrics.latency.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle(s: &AppState, headers: &HeaderMap, body: Body, span: &tracing::Span) -> Response {
+    let limit = s.cfg.max_body_bytes;
+    let too_large = || {
+        s.metrics.reject("body_too_large");
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {limit} bytes (ingest.max_body_bytes)\n"),
+        )
+            .into_response()
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) if is_length_limit(&e) => return too_large(),
+        Err(e) => {
+            s.metrics.reject("body_unreadable");
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+
+    let signature = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
+    if let Err(e) = webhook::verify(s.secrets.iter().map(Vec::as_slice), signature, &bytes) {
+        s.metrics.reject(match e {
+            webhook::SignatureError::Missing => "signature_missing",
+            webhook::SignatureError::Malformed => "signature_malformed",
+            webhook::SignatureError::Mismatch => "signature_mismatch",
+        });
+        tracing::warn!(error = %e, "webhook rejected");
+        return (StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response();
+    }
+
+    if !igrelay_bus::connect::is_connected(&s.client) {
+        return unavailable(s, "NATS is not connected");
+    }
+
+    let ctx = DeliveryContext::new(&bytes, igrelay_core::time::now_ms());
+    let events = parse_delivery(&bytes, &ctx);
+    span.record("events", events.len());
+    let kinds: Vec<&'static str> = events.iter().map(|e| e.kind.token()).collect();
+    let messages: Vec<OutgoingMessage> = events
+        .into_iter()
+        .map(|e| {
+            let subject = subjects::event(&e.account, e.kind);
+            OutgoingMessage::proto(subject, e.event_id().to_owned(), &e.event)
+                .with_kind(e.kind.token())
+        })
+        .collect();
+    let cx = span.context();
+    match s
+        .publisher
+        .publish_all(messages, &cx, s.cfg.publish_deadline)
+        .await
+    {
+        Ok(ack) => {
+            for kind in kinds {
+                s.metrics.published.get_or_create(&KindLabel { kind }).inc();
+            }
+            s.metrics.duplicates.inc_by(ack.duplicates as u64);
+            tracing::debug!(stored = ack.stored, duplicates = ack.duplicates, delivery = %ctx.delivery_id, "delivery stored");
+            (StatusCode::OK, "EVENT_RECEIVED").into_response()
+        }
+        Err(e) => unavailable(s, &e.to_string()),
+    }
+}
+
+fn unavailable(s: &AppState, why: &str) -> Response {
+    s.metrics.reject("nats_unavailable");
+    tracing::warn!(
+        reason = why,
+        "answering 503: events not stored, Meta will deliver again"
+    );
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, s.cfg.retry_after_s.to_string())],
+        format!("events could not be stored ({why}); retry later\n"),
+    )
+        .into_response()
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}

@@ -1,0 +1,58 @@
+//! What every igrelay service process needs, written once:
+//! - [`telemetry`]: JSON logs, OpenTelemetry traces (OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+//!   set), W3C propagation.
+//! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`shutdown`]: SIGTERM/SIGINT start a graceful stop; a second signal exits at once.
+//! - [`Secret`]: configuration values that never reach logs.
+
+pub mod ops;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::fmt;
+
+/// A configuration value that must never be logged or printed. `Debug` and `Display` redact it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The value itself; call only where it is used (a comparison, a signature, a request).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_are_redacted() {
+        let s = super::Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "\"<redacted>\" <redacted>");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}
