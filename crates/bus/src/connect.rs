@@ -78,8 +78,20 @@ pub mod humantime_ms {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
+    /// Written back in the largest unit that divides it exactly: `"2h"`, `"500ms"`.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
+        let ms = d.as_millis() as u64;
+        let text = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1000, "s"),
+        ]
+        .iter()
+        .find(|(unit, _)| ms > 0 && ms.is_multiple_of(*unit))
+        .map(|(unit, name)| format!("{}{name}", ms / unit))
+        .unwrap_or_else(|| format!("{ms}ms"));
+        s.serialize_str(&text)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

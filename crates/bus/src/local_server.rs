@@ -54,10 +54,10 @@ pub fn repo_root() -> PathBuf {
     if let Some(p) = std::env::var_os("IGRELAY_ROOT") {
         return PathBuf::from(p);
     }
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Some(dir) = cwd.ancestors().find(|d| d.join(".tools").is_dir()) {
-            return dir.to_path_buf();
-        }
+    if let Ok(cwd) = std::env::current_dir()
+        && let Some(dir) = cwd.ancestors().find(|d| d.join(".tools").is_dir())
+    {
+        return dir.to_path_buf();
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -164,11 +164,10 @@ impl LocalNatsServer {
         while started.elapsed() < deadline {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
-                    if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
-                        if let Some(p) = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok())
-                        {
-                            self.port = p;
-                        }
+                    if let Some(addr) = line.split("Listening for client connections on ").nth(1)
+                        && let Some(p) = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok())
+                    {
+                        self.port = p;
                     }
                     if line.contains("Server is ready") {
                         return Ok(());

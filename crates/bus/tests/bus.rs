@@ -1,5 +1,7 @@
 //! The bus against a real nats-server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should stop the test loudly
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -1,6 +1,8 @@
 //! The webhook endpoint's HTTP behaviour: challenge, signatures, limits, unknown bodies,
 //! deduplication, batches, tracing, ops endpoints. Real HTTP, real nats-server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should stop the test loudly
+
 mod support;
 
 use bytes::Bytes;
@@ -77,7 +79,7 @@ async fn bad_or_missing_signatures_are_rejected_and_nothing_is_stored() {
     ));
     let ct = ("content-type", "application/json".to_string());
 
-    let missing = app.post_with(&[ct.clone()], body.clone()).await;
+    let missing = app.post_with(std::slice::from_ref(&ct), body.clone()).await;
     assert_eq!(missing.status, 401);
     assert!(missing.text().contains("missing X-Hub-Signature-256"));
 

@@ -1,6 +1,8 @@
 //! nats-server killed during a load of webhook posts and restarted: every post answered 200 has
 //! all its events in the stream, posts during the outage got 503, none got 200 unstored.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should stop the test loudly
+
 mod support;
 
 use std::collections::HashSet;

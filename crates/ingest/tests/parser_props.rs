@@ -1,5 +1,7 @@
 //! The parser never panics and never loses a delivery, whatever the input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should stop the test loudly
+
 use igrelay_core::v1::event::Payload;
 use igrelay_ingest::parse::{DeliveryContext, parse_delivery};
 use proptest::prelude::*;

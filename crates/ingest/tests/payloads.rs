@@ -1,6 +1,8 @@
 //! Every payload example of the seed documents and every shape of platform facts §1, ingested
 //! through real HTTP into a real nats-server, with kind, subject and fields asserted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure should stop the test loudly
+
 mod support;
 
 use igrelay_bus::subjects::EventKind;

@@ -78,10 +78,11 @@ impl App {
     /// Waits (bounded) until /readyz says ready.
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
-            if let Ok(r) = http::get(&self.http, &format!("{}/readyz", self.base)).await {
-                if r.status == 200 {
-                    return;
-                }
+            if http::get(&self.http, &format!("{}/readyz", self.base))
+                .await
+                .is_ok_and(|r| r.status == 200)
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -1,0 +1,23 @@
+//! `igrelay bench <what>`: measurements that print one JSON object, each compared with a
+//! baseline measured in the same run on the same machine.
+
+mod ingest;
+mod load;
+
+use crate::config::Config;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Webhook ingest against the least a durable ingest can do (see docs/benchmarks.md).
+    Ingest(ingest::IngestBenchArgs),
+    /// The baseline server of `bench ingest` (started by it; not for direct use).
+    #[command(hide = true)]
+    BaselineServer(ingest::BaselineArgs),
+}
+
+pub async fn run(cfg: Config, cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::BaselineServer(args) => ingest::baseline_server(cfg, args).await,
+    }
+}

@@ -1,0 +1,121 @@
+//! `igrelay dev`: everything in one process for a laptop or a demo. Starts a nats-server (the
+//! pinned one from deploy/local/setup.sh) unless `--nats-url` is given, fills in development
+//! secrets where none are configured, and prints the URLs to use.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use igrelay_bus::local_server::LocalNatsServer;
+use igrelay_runtime::Secret;
+
+use crate::config::Config;
+
+/// Used when no verify token / app secret is configured; printed at start.
+pub const DEV_VERIFY_TOKEN: &str = "igrelay-dev-verify-token";
+pub const DEV_APP_SECRET: &str = "igrelay-dev-app-secret";
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Use this NATS server instead of starting one.
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// Port for the nats-server dev starts; a busy port falls back to a free one.
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
+    /// Where that nats-server keeps its streams between runs.
+    #[arg(long, default_value = ".tools/dev/nats")]
+    pub nats_store: PathBuf,
+}
+
+pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
+    let _server = match &args.nats_url {
+        Some(url) => {
+            cfg.nats.url = url.clone();
+            None
+        }
+        None => {
+            let server = match LocalNatsServer::start_with(args.nats_port, args.nats_store.clone())
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, port = args.nats_port, "cannot start nats-server on that port; trying a free one");
+                    LocalNatsServer::start_with(0, args.nats_store.clone())?
+                }
+            };
+            cfg.nats.url = server.url();
+            Some(server)
+        }
+    };
+    if cfg.ingest.verify_token.is_empty() {
+        cfg.ingest.verify_token = Secret::new(DEV_VERIFY_TOKEN);
+    }
+    if cfg.ingest.app_secrets.is_empty() {
+        cfg.ingest.app_secrets = vec![Secret::new(DEV_APP_SECRET)];
+    }
+    if cfg.ingest.listen == igrelay_ingest::IngestConfig::default().listen {
+        // A laptop default: not reachable from the network.
+        cfg.ingest.listen = SocketAddr::from(([127, 0, 0, 1], 8080));
+    }
+    cfg.ingest.validate()?;
+
+    let shutdown = igrelay_runtime::shutdown::on_signal();
+    let listener = tokio::net::TcpListener::bind(cfg.ingest.listen)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {} (ingest.listen): {e}",
+                cfg.ingest.listen
+            )
+        })?;
+    let ingest_addr = listener.local_addr()?;
+    let ingest = tokio::spawn(igrelay_ingest::run_with_listener(
+        cfg.ingest.clone(),
+        cfg.bus(),
+        listener,
+        shutdown.clone(),
+    ));
+
+    banner(&cfg, ingest_addr)?;
+    let result = ingest.await;
+    shutdown.cancel();
+    result.map_err(|e| anyhow::anyhow!("ingest task failed: {e}"))?
+}
+
+fn banner(cfg: &Config, ingest: SocketAddr) -> anyhow::Result<()> {
+    let dev_secret = cfg
+        .ingest
+        .app_secrets
+        .iter()
+        .any(|s| s.expose() == DEV_APP_SECRET);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "igrelay dev is running (Ctrl-C to stop)")?;
+    writeln!(out, "  NATS                 {}", cfg.nats.url)?;
+    writeln!(
+        out,
+        "  webhook callback     http://{ingest}{}",
+        cfg.ingest.path
+    )?;
+    writeln!(
+        out,
+        "  health / metrics     http://{ingest}/readyz  http://{ingest}/metrics"
+    )?;
+    if cfg.ingest.verify_token.expose() == DEV_VERIFY_TOKEN {
+        writeln!(
+            out,
+            "  verify token         {DEV_VERIFY_TOKEN} (development default)"
+        )?;
+    }
+    if dev_secret {
+        writeln!(
+            out,
+            "  app secret           {DEV_APP_SECRET} (development default; sign test webhooks with it)"
+        )?;
+    }
+    writeln!(
+        out,
+        "  events               subscribe to ig.v1.evt.> (stream IGRELAY_EVENTS)"
+    )?;
+    out.flush()?;
+    Ok(())
+}
