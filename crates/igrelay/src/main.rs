@@ -7,6 +7,11 @@ mod dev;
 
 use clap::Parser;
 
+// Request handling allocates many small short-lived buffers; mimalloc measured faster than the
+// system allocator for that (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -25,8 +25,10 @@ use crate::IngestConfig;
 use crate::metrics::{KindLabel, Metrics};
 use crate::parse::{DeliveryContext, parse_delivery};
 
-#[derive(Clone)]
-struct AppState {
+/// Shared by every request; behind one `Arc` so a request clones a pointer, not a NATS client.
+type AppState = Arc<Shared>;
+
+struct Shared {
     cfg: Arc<IngestConfig>,
     secrets: Arc<Vec<Vec<u8>>>,
     publisher: Publisher,
@@ -60,7 +62,7 @@ pub async fn run_with_listener(
     let js = igrelay_bus::connect::jetstream(client.clone(), bus.nats.request_timeout);
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let state = AppState {
+    let state = Arc::new(Shared {
         secrets: Arc::new(
             cfg.app_secrets
                 .iter()
@@ -72,7 +74,7 @@ pub async fn run_with_listener(
         client: client.clone(),
         streams_ready: Arc::new(AtomicBool::new(false)),
         metrics,
-    };
+    });
     tokio::spawn(keep_streams(
         js,
         bus.topology,

@@ -74,7 +74,14 @@ pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<Telemetr
             .with_filter(filter())
             .boxed(),
     };
-    let otel_layer = tracing_opentelemetry::layer().with_tracer(tracer);
+    // The trace layer sees info-level spans whatever RUST_LOG says (trace context must travel
+    // even when logs are quiet) and no log events (they would become span events, costly on
+    // every request and already in the logs).
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.is_span() && *m.level() <= tracing::Level::INFO
+        }));
     if tracing_subscriber::registry()
         .with(fmt_layer)
         .with(otel_layer)

@@ -80,6 +80,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         request_fn("warm-b"),
     )
     .await;
+    let cpu_before = (cpu_ms(_baseline.0.id()), server_cpu(&server));
     let baseline = load::closed_loop(
         &client,
         &base_url,
@@ -88,6 +89,10 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         request_fn("base"),
     )
     .await;
+    let baseline_cpu = (
+        cpu_ms(_baseline.0.id()) - cpu_before.0,
+        server_cpu(&server) - cpu_before.1,
+    );
     drop(_baseline);
 
     // Ingest.
@@ -104,9 +109,22 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         request_fn("warm-i"),
     )
     .await;
+    let cpu_before = (cpu_ms(pid), server_cpu(&server));
     let max = load::closed_loop(&client, &url, args.connections, phase, request_fn("max")).await;
+    let ingest_cpu = (
+        cpu_ms(pid) - cpu_before.0,
+        server_cpu(&server) - cpu_before.1,
+    );
     let half_rate = max.per_s() / 2.0;
-    let half = load::open_loop(&client, &url, half_rate, phase, request_fn("half")).await;
+    let half = load::open_loop(
+        &client,
+        &url,
+        half_rate,
+        args.connections,
+        phase,
+        request_fn("half"),
+    )
+    .await;
     let (rss_kib, hwm_kib) = rss_of(pid);
     drop(ingest);
 
@@ -124,6 +142,10 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         "peak_rss_mib": round(hwm_kib as f64 / 1024.0),
         "baseline_per_s": round(baseline.per_s()),
         "baseline_errors": baseline.errors,
+        "cpu_us_per_webhook": per_req_us(ingest_cpu.0, max.ok),
+        "baseline_cpu_us_per_webhook": per_req_us(baseline_cpu.0, baseline.ok),
+        "nats_cpu_us_per_webhook": per_req_us(ingest_cpu.1, max.ok),
+        "baseline_nats_cpu_us_per_webhook": per_req_us(baseline_cpu.1, baseline.ok),
         "ratio": (ratio * 1000.0).round() / 1000.0,
         "connections": args.connections,
         "phase_seconds": args.seconds,
@@ -133,6 +155,28 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{report}")?;
     Ok(())
+}
+
+fn per_req_us(cpu_ms: u64, requests: u64) -> f64 {
+    round(cpu_ms as f64 * 1000.0 / requests.max(1) as f64)
+}
+
+fn server_cpu(server: &LocalNatsServer) -> u64 {
+    server.pid().map(cpu_ms).unwrap_or(0)
+}
+
+/// User + system CPU time of a process in milliseconds, from /proc (0 where unavailable).
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    // Linux reports in clock ticks of 100 Hz on every common configuration.
+    ticks * 10
 }
 
 fn round(x: f64) -> f64 {

@@ -1,7 +1,7 @@
 //! A small HTTP load generator for benchmarks on loopback.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -70,49 +70,44 @@ pub async fn closed_loop(
     collect(tasks, started).await
 }
 
-/// Open loop: requests started at `rate` per second for `duration`, whatever the answers do,
-/// so latency is measured at a known load.
+/// Open loop: `rate` requests per second spread over `workers` paced workers for `duration`,
+/// each sending on its own schedule whatever the answers do, so latency is measured at a known
+/// load. A worker that falls behind its schedule sends at once (the backlog shows as latency
+/// only through the target's answers, not through the generator).
 pub async fn open_loop(
     client: &HttpClient,
     url: &str,
     rate: f64,
+    workers: usize,
     duration: Duration,
     make: RequestFn,
 ) -> LoadResult {
     let started = Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let in_flight = Arc::new(AtomicU64::new(0));
+    let per_worker = Duration::from_secs_f64(workers as f64 / rate.max(1.0));
+    let deadline = tokio::time::Instant::now() + duration;
     let mut tasks = Vec::new();
-    let mut i = 0u64;
-    while started.elapsed() < duration {
-        ticker.tick().await;
-        // Bound the requests outstanding so an overloaded target cannot exhaust the generator.
-        if in_flight.load(Ordering::Relaxed) > 512 {
-            continue;
-        }
-        let (client, url, make, in_flight) = (
-            client.clone(),
-            url.to_owned(),
-            make.clone(),
-            in_flight.clone(),
-        );
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        let n = i;
-        i += 1;
+    for w in 0..workers {
+        let (client, url, make) = (client.clone(), url.to_owned(), make.clone());
+        // Stagger the workers across one interval so their requests interleave.
+        let offset = per_worker.mul_f64(w as f64 / workers as f64);
         tasks.push(tokio::spawn(async move {
             let mut r = LoadResult::default();
-            let (headers, body) = make(0, n);
-            let t = Instant::now();
-            match http::send(&client, Method::POST, &url, &headers, body).await {
-                Ok(resp) if resp.status == 200 => {
-                    r.ok = 1;
-                    r.latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            let mut next = tokio::time::Instant::now() + offset;
+            let mut i = 0u64;
+            while next < deadline {
+                tokio::time::sleep_until(next).await;
+                next += per_worker;
+                let (headers, body) = make(w, i);
+                i += 1;
+                let t = Instant::now();
+                match http::send(&client, Method::POST, &url, &headers, body).await {
+                    Ok(resp) if resp.status == 200 => {
+                        r.ok += 1;
+                        r.latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    _ => r.errors += 1,
                 }
-                _ => r.errors = 1,
             }
-            in_flight.fetch_sub(1, Ordering::Relaxed);
             r
         }));
     }
