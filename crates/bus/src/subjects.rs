@@ -36,10 +36,11 @@ pub enum EventKind {
     Mention,
     StoryInsights,
     Unknown,
+    AccountStatus,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         Self::Message,
         Self::MessageEcho,
         Self::Reaction,
@@ -54,6 +55,7 @@ impl EventKind {
         Self::Mention,
         Self::StoryInsights,
         Self::Unknown,
+        Self::AccountStatus,
     ];
 
     pub fn token(self) -> &'static str {
@@ -72,6 +74,7 @@ impl EventKind {
             Self::Mention => "mention",
             Self::StoryInsights => "story_insights",
             Self::Unknown => "unknown",
+            Self::AccountStatus => "account_status",
         }
     }
 
@@ -95,6 +98,7 @@ impl EventKind {
             Some(Payload::Comment(_)) => Self::Comment,
             Some(Payload::Mention(_)) => Self::Mention,
             Some(Payload::StoryInsights(_)) => Self::StoryInsights,
+            Some(Payload::AccountStatus(_)) => Self::AccountStatus,
             Some(Payload::Unknown(_)) | None => Self::Unknown,
         }
     }

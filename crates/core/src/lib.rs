@@ -20,7 +20,14 @@ pub mod v1 {
     macro_rules! type_names {
         ($($t:ident),*) => {$(impl TypeName for $t { const TYPE_NAME: &'static str = concat!("igrelay.v1.", stringify!($t)); })*};
     }
-    type_names!(Event, SendCommand, UploadAttachmentCommand, CommandOutcome);
+    type_names!(
+        Event,
+        SendCommand,
+        UploadAttachmentCommand,
+        CommandOutcome,
+        StoredAccount,
+        Account
+    );
 }
 
 pub use ids::{AccountId, IdError};
