@@ -29,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Webhook ingest: Meta's webhooks in, typed events on NATS out.
     Ingest,
+    /// The Graph API emulator: a stand-in for Meta (Graph API + webhook sender), see crates/emulator/README.md.
+    Emulator,
     /// Everything in one process, with a nats-server it starts itself when --nats-url is not given.
     Dev(crate::dev::DevArgs),
     /// Print the effective configuration (secrets redacted) and exit.
@@ -52,6 +54,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = igrelay_runtime::shutdown::on_signal();
             let bus = cfg.bus();
             igrelay_ingest::run(cfg.ingest, bus, shutdown).await
+        }
+        Command::Emulator => {
+            let _telemetry = igrelay_runtime::telemetry::init("igrelay-emulator", cfg.log.format)?;
+            let shutdown = igrelay_runtime::shutdown::on_signal();
+            igrelay_emulator::run(cfg.emulator, shutdown).await
         }
         Command::Dev(args) => {
             let _telemetry = igrelay_runtime::telemetry::init("igrelay-dev", cfg.log.format)?;

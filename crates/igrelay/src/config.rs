@@ -20,6 +20,12 @@ pub struct Config {
     pub nats: ConnectConfig,
     pub topology: TopologyConfig,
     pub ingest: IngestConfig,
+    /// The Graph API: Meta's hosts in production, the emulator in `igrelay dev`.
+    pub graph: igrelay_graph::GraphConfig,
+    /// Protection of stored access tokens.
+    pub accounts: igrelay_accounts::AccountsConfig,
+    /// The Graph API emulator (`igrelay emulator`, and inside `igrelay dev`).
+    pub emulator: igrelay_emulator::EmulatorConfig,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
@@ -30,29 +36,22 @@ pub struct LogConfig {
 }
 
 /// Keys whose values are never printed.
-const SECRET_KEYS: [&str; 2] = ["verify_token", "app_secrets"];
+const SECRET_KEYS: [&str; 7] =
+    ["verify_token", "app_secrets", "app_secret", "key", "token", "page_token", "user_token"];
 
 impl Config {
     pub fn load(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Self> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
-            anyhow::ensure!(
-                path.is_file(),
-                "configuration file {} does not exist",
-                path.display()
-            );
+            anyhow::ensure!(path.is_file(), "configuration file {} does not exist", path.display());
             fig = fig.merge(Toml::file(path));
         }
         // Only sectioned variables are configuration; others like IGRELAY_CONFIG are not.
-        fig = fig.merge(
-            Env::prefixed("IGRELAY_")
-                .filter(|k| k.as_str().contains("__"))
-                .split("__"),
-        );
+        fig = fig.merge(Env::prefixed("IGRELAY_").filter(|k| k.as_str().contains("__")).split("__"));
         for set in sets {
-            let (key, value) = set.split_once('=').with_context(|| {
-                format!("--set {set:?}: expected KEY=VALUE, e.g. nats.url=nats://host:4222")
-            })?;
+            let (key, value) = set
+                .split_once('=')
+                .with_context(|| format!("--set {set:?}: expected KEY=VALUE, e.g. nats.url=nats://host:4222"))?;
             let value: toml::Value = format!("v = {value}")
                 .parse::<toml::Table>()
                 .ok()
@@ -60,15 +59,11 @@ impl Config {
                 .unwrap_or_else(|| toml::Value::String(value.to_owned()));
             fig = fig.merge(Serialized::global(key.trim(), value));
         }
-        fig.extract()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+        fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
     }
 
     pub fn bus(&self) -> BusConfig {
-        BusConfig {
-            nats: self.nats.clone(),
-            topology: self.topology.clone(),
-        }
+        BusConfig { nats: self.nats.clone(), topology: self.topology.clone() }
     }
 
     /// The configuration as TOML with secrets replaced.
@@ -84,11 +79,9 @@ fn redact(v: &mut toml::Value) {
         for (k, child) in t.iter_mut() {
             if SECRET_KEYS.contains(&k.as_str()) {
                 *child = match child {
-                    toml::Value::Array(a) => toml::Value::Array(
-                        a.iter()
-                            .map(|_| toml::Value::String("<redacted>".into()))
-                            .collect(),
-                    ),
+                    toml::Value::Array(a) => {
+                        toml::Value::Array(a.iter().map(|_| toml::Value::String("<redacted>".into())).collect())
+                    }
                     _ => toml::Value::String("<redacted>".into()),
                 };
             } else {
@@ -106,7 +99,11 @@ mod tests {
     fn layers_file_env_and_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("igrelay.toml");
-        std::fs::write(&path, "[ingest]\nverify_token = \"from-file\"\nmax_body_bytes = 2048\n[nats]\nurl = \"nats://file:4222\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[ingest]\nverify_token = \"from-file\"\nmax_body_bytes = 2048\n[nats]\nurl = \"nats://file:4222\"\n",
+        )
+        .unwrap();
         let cfg = Config::load(
             Some(&path),
             &[
@@ -122,25 +119,16 @@ mod tests {
         assert_eq!(cfg.ingest.app_secrets.len(), 2);
         assert_eq!(cfg.topology.duplicate_window.as_secs(), 1800);
         let shown = cfg.redacted_toml().unwrap();
-        assert!(
-            !shown.contains("from-file") && !shown.contains("s1"),
-            "{shown}"
-        );
+        assert!(!shown.contains("from-file") && !shown.contains("s1"), "{shown}");
     }
 
     #[test]
     fn unknown_and_mistyped_keys_are_named() {
-        let e = Config::load(None, &["ingest.verfy_token=x".into()])
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(None, &["ingest.verfy_token=x".into()]).unwrap_err().to_string();
         assert!(e.contains("verfy_token"), "{e}");
-        let e = Config::load(None, &["ingest.listen=\"not an address\"".into()])
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(None, &["ingest.listen=\"not an address\"".into()]).unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
-        let e = Config::load(None, &["topology.duplicate_window=\"5 parsecs\"".into()])
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(None, &["topology.duplicate_window=\"5 parsecs\"".into()]).unwrap_err().to_string();
         assert!(e.contains("duplicate_window"), "{e}");
     }
 }

@@ -26,6 +26,9 @@ pub struct DevArgs {
     /// Where that nats-server keeps its streams between runs.
     #[arg(long, default_value = ".tools/dev/nats")]
     pub nats_store: PathBuf,
+    /// Do not start the Graph API emulator (use the `[graph]` base URLs as configured).
+    #[arg(long)]
+    pub no_emulator: bool,
 }
 
 pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
@@ -35,8 +38,7 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
             None
         }
         None => {
-            let server = match LocalNatsServer::start_with(args.nats_port, args.nats_store.clone())
-            {
+            let server = match LocalNatsServer::start_with(args.nats_port, args.nats_store.clone()) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, port = args.nats_port, "cannot start nats-server on that port; trying a free one");
@@ -62,60 +64,60 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
     let shutdown = igrelay_runtime::shutdown::on_signal();
     let listener = tokio::net::TcpListener::bind(cfg.ingest.listen)
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {} (ingest.listen): {e}",
-                cfg.ingest.listen
-            )
-        })?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (ingest.listen): {e}", cfg.ingest.listen))?;
     let ingest_addr = listener.local_addr()?;
-    let ingest = tokio::spawn(igrelay_ingest::run_with_listener(
-        cfg.ingest.clone(),
-        cfg.bus(),
-        listener,
-        shutdown.clone(),
-    ));
+    let ingest =
+        tokio::spawn(igrelay_ingest::run_with_listener(cfg.ingest.clone(), cfg.bus(), listener, shutdown.clone()));
 
-    banner(&cfg, ingest_addr)?;
+    // The emulator plays Meta: its webhooks go to ingest, signed with ingest's secret, and the
+    // Graph API client talks to it.
+    let emulator = if args.no_emulator {
+        None
+    } else {
+        let mut em = cfg.emulator.clone();
+        if em.webhooks.callback_url.is_none() {
+            em.webhooks.callback_url = Some(format!("http://{ingest_addr}{}", cfg.ingest.path));
+        }
+        if let Some(secret) = cfg.ingest.app_secrets.first() {
+            em.app_secret = secret.expose().to_owned();
+        }
+        em.verify_token = cfg.ingest.verify_token.expose().to_owned();
+        let handle = igrelay_emulator::spawn(em).await?;
+        cfg.graph.instagram_base_url = handle.base_url.clone();
+        cfg.graph.facebook_base_url = handle.base_url.clone();
+        Some(handle)
+    };
+
+    banner(&cfg, ingest_addr, emulator.as_ref().map(|e| e.base_url.as_str()))?;
     let result = ingest.await;
     shutdown.cancel();
+    if let Some(e) = emulator {
+        e.shutdown().await;
+    }
     result.map_err(|e| anyhow::anyhow!("ingest task failed: {e}"))?
 }
 
-fn banner(cfg: &Config, ingest: SocketAddr) -> anyhow::Result<()> {
-    let dev_secret = cfg
-        .ingest
-        .app_secrets
-        .iter()
-        .any(|s| s.expose() == DEV_APP_SECRET);
+fn banner(cfg: &Config, ingest: SocketAddr, emulator: Option<&str>) -> anyhow::Result<()> {
+    let dev_secret = cfg.ingest.app_secrets.iter().any(|s| s.expose() == DEV_APP_SECRET);
     let mut out = std::io::stdout().lock();
     writeln!(out, "igrelay dev is running (Ctrl-C to stop)")?;
     writeln!(out, "  NATS                 {}", cfg.nats.url)?;
-    writeln!(
-        out,
-        "  webhook callback     http://{ingest}{}",
-        cfg.ingest.path
-    )?;
-    writeln!(
-        out,
-        "  health / metrics     http://{ingest}/readyz  http://{ingest}/metrics"
-    )?;
+    writeln!(out, "  webhook callback     http://{ingest}{}", cfg.ingest.path)?;
+    writeln!(out, "  health / metrics     http://{ingest}/readyz  http://{ingest}/metrics")?;
     if cfg.ingest.verify_token.expose() == DEV_VERIFY_TOKEN {
-        writeln!(
-            out,
-            "  verify token         {DEV_VERIFY_TOKEN} (development default)"
-        )?;
+        writeln!(out, "  verify token         {DEV_VERIFY_TOKEN} (development default)")?;
     }
     if dev_secret {
+        writeln!(out, "  app secret           {DEV_APP_SECRET} (development default; sign test webhooks with it)")?;
+    }
+    writeln!(out, "  events               subscribe to ig.v1.evt.> (stream IGRELAY_EVENTS)")?;
+    if let Some(em) = emulator {
+        writeln!(out, "  graph API emulator   {em} (admin API: crates/emulator/README.md)")?;
         writeln!(
             out,
-            "  app secret           {DEV_APP_SECRET} (development default; sign test webhooks with it)"
+            "  simulate a DM        curl -s -XPOST {em}/_admin/simulate/message -d '{{\"text\":\"hello\"}}'"
         )?;
     }
-    writeln!(
-        out,
-        "  events               subscribe to ig.v1.evt.> (stream IGRELAY_EVENTS)"
-    )?;
     out.flush()?;
     Ok(())
 }

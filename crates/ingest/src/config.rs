@@ -52,17 +52,9 @@ pub struct ConfigError {
 
 impl IngestConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |key, problem: &str| {
-            Err(ConfigError {
-                key,
-                problem: problem.into(),
-            })
-        };
+        let err = |key, problem: &str| Err(ConfigError { key, problem: problem.into() });
         if self.verify_token.is_empty() {
-            return err(
-                "ingest.verify_token",
-                "must be set to the verify token configured in Meta's App Dashboard",
-            );
+            return err("ingest.verify_token", "must be set to the verify token configured in Meta's App Dashboard");
         }
         if self.app_secrets.is_empty() || self.app_secrets.iter().any(Secret::is_empty) {
             return err(
@@ -77,10 +69,7 @@ impl IngestConfig {
             return err("ingest.max_body_bytes", "must be at least 1024");
         }
         if self.publish_deadline.is_zero() || self.publish_deadline >= Duration::from_secs(5) {
-            return err(
-                "ingest.publish_deadline",
-                "must be above 0 and below Meta's 5 s answer deadline",
-            );
+            return err("ingest.publish_deadline", "must be above 0 and below Meta's 5 s answer deadline");
         }
         Ok(())
     }

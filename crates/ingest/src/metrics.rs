@@ -34,36 +34,14 @@ impl Metrics {
             published: Family::default(),
             duplicates: Counter::default(),
             // 0.5 ms .. ~4 s
-            latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-                0.0005, 2.0, 14,
-            )),
+            latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14)),
         };
         let r = registry.sub_registry_with_prefix("igrelay_ingest");
-        r.register(
-            "webhooks_received",
-            "Webhook POSTs received",
-            m.received.clone(),
-        );
-        r.register(
-            "webhooks_rejected",
-            "Webhook requests answered with an error, by reason",
-            m.rejected.clone(),
-        );
-        r.register(
-            "events_published",
-            "Events stored in JetStream, by kind",
-            m.published.clone(),
-        );
-        r.register(
-            "events_duplicate",
-            "Events JetStream already had (Meta redelivered them)",
-            m.duplicates.clone(),
-        );
-        r.register(
-            "webhook_duration_seconds",
-            "Time from request to answer of webhook POSTs",
-            m.latency.clone(),
-        );
+        r.register("webhooks_received", "Webhook POSTs received", m.received.clone());
+        r.register("webhooks_rejected", "Webhook requests answered with an error, by reason", m.rejected.clone());
+        r.register("events_published", "Events stored in JetStream, by kind", m.published.clone());
+        r.register("events_duplicate", "Events JetStream already had (Meta redelivered them)", m.duplicates.clone());
+        r.register("webhook_duration_seconds", "Time from request to answer of webhook POSTs", m.latency.clone());
         m
     }
 

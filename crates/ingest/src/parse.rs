@@ -25,10 +25,7 @@ pub struct DeliveryContext {
 
 impl DeliveryContext {
     pub fn new(body: &[u8], received_ms: i64) -> Self {
-        Self {
-            received_ms,
-            delivery_id: hex::encode(Sha256::digest(body)),
-        }
+        Self { received_ms, delivery_id: hex::encode(Sha256::digest(body)) }
     }
 }
 
@@ -42,11 +39,7 @@ pub struct ParsedEvent {
 
 impl ParsedEvent {
     pub fn event_id(&self) -> &str {
-        self.event
-            .meta
-            .as_ref()
-            .map(|m| m.event_id.as_str())
-            .unwrap_or_default()
+        self.event.meta.as_ref().map(|m| m.event_id.as_str()).unwrap_or_default()
     }
 }
 
@@ -58,11 +51,7 @@ pub fn parse_delivery(body: &[u8], ctx: &DeliveryContext) -> Vec<ParsedEvent> {
     };
     let object = root.get("object").map(text).unwrap_or_default();
     let Some(entries) = root.get("entry").and_then(Value::as_array) else {
-        return vec![raw_unknown(
-            body,
-            ctx,
-            "the body has no `entry` array".into(),
-        )];
+        return vec![raw_unknown(body, ctx, "the body has no `entry` array".into())];
     };
     if entries.is_empty() {
         return vec![raw_unknown(body, ctx, "the `entry` array is empty".into())];
@@ -73,11 +62,7 @@ pub fn parse_delivery(body: &[u8], ctx: &DeliveryContext) -> Vec<ParsedEvent> {
     }
     if out.is_empty() {
         // e.g. entries whose messaging arrays are empty: keep the signed body rather than store nothing.
-        out.push(raw_unknown(
-            body,
-            ctx,
-            "the delivery contains no items".into(),
-        ));
+        out.push(raw_unknown(body, ctx, "the delivery contains no items".into()));
     }
     out
 }
@@ -115,67 +100,39 @@ impl ItemContext<'_> {
         ParsedEvent {
             account: self.account.clone(),
             kind,
-            event: v1::Event {
-                meta: Some(meta),
-                payload: Some(payload),
-            },
+            event: v1::Event { meta: Some(meta), payload: Some(payload) },
         }
     }
 
     /// An item this parser does not understand, kept as JSON.
     fn unknown(&self, field: &str, item: &Value, reason: String) -> ParsedEvent {
         let raw = serde_json::to_vec(item).unwrap_or_default();
-        let id = format!(
-            "unknown:{}",
-            hash_parts(&[self.account.as_str(), field, &String::from_utf8_lossy(&raw)])
-        );
-        let payload = Payload::Unknown(v1::Unknown {
-            reason,
-            raw_json: raw,
-        });
+        let id = format!("unknown:{}", hash_parts(&[self.account.as_str(), field, &String::from_utf8_lossy(&raw)]));
+        let payload = Payload::Unknown(v1::Unknown { reason, raw_json: raw });
         self.event(id, field, None, EventKind::Unknown, payload)
     }
 
     fn prefixed(&self, id: String) -> String {
-        if self.channel == Channel::Standby {
-            format!("standby:{id}")
-        } else {
-            id
-        }
+        if self.channel == Channel::Standby { format!("standby:{id}") } else { id }
     }
 }
 
 fn parse_entry(entry: &Value, object: &str, ctx: &DeliveryContext, out: &mut Vec<ParsedEvent>) {
-    let account = entry
-        .get("id")
-        .map(text)
-        .and_then(|s| AccountId::parse(s).ok())
-        .unwrap_or_else(AccountId::unknown);
+    let account = entry.get("id").map(text).and_then(|s| AccountId::parse(s).ok()).unwrap_or_else(AccountId::unknown);
     let sent_ms = entry.get("time").and_then(timestamp_ms);
-    let mut ic = ItemContext {
-        ctx,
-        object,
-        account,
-        sent_ms,
-        channel: Channel::Raw,
-    };
+    let mut ic = ItemContext { ctx, object, account, sent_ms, channel: Channel::Raw };
     let Some(obj) = entry.as_object() else {
         out.push(ic.unknown("unknown", entry, "an entry is not a JSON object".into()));
         return;
     };
     let mut understood = false;
-    for (key, channel) in [
-        ("messaging", Channel::Messaging),
-        ("standby", Channel::Standby),
-    ] {
+    for (key, channel) in [("messaging", Channel::Messaging), ("standby", Channel::Standby)] {
         if let Some(items) = obj.get(key) {
             understood = true;
             ic.channel = channel;
             match items.as_array() {
                 Some(items) => out.extend(items.iter().map(|item| parse_messaging(&ic, item))),
-                None => {
-                    out.push(ic.unknown("unknown", items, format!("entry.{key} is not an array")))
-                }
+                None => out.push(ic.unknown("unknown", items, format!("entry.{key} is not an array"))),
             }
         }
     }
@@ -185,10 +142,7 @@ fn parse_entry(entry: &Value, object: &str, ctx: &DeliveryContext, out: &mut Vec
         match changes.as_array() {
             Some(changes) => {
                 for change in changes {
-                    match (
-                        change.get("field").and_then(Value::as_str),
-                        change.get("value"),
-                    ) {
+                    match (change.get("field").and_then(Value::as_str), change.get("value")) {
                         (Some(field), Some(value)) => out.push(parse_change(&ic, field, value)),
                         _ => out.push(ic.unknown(
                             "unknown",
@@ -198,13 +152,10 @@ fn parse_entry(entry: &Value, object: &str, ctx: &DeliveryContext, out: &mut Vec
                     }
                 }
             }
-            None => {
-                out.push(ic.unknown("unknown", changes, "entry.changes is not an array".into()))
-            }
+            None => out.push(ic.unknown("unknown", changes, "entry.changes is not an array".into())),
         }
     }
-    if let (Some(field), Some(value)) = (obj.get("field").and_then(Value::as_str), obj.get("value"))
-    {
+    if let (Some(field), Some(value)) = (obj.get("field").and_then(Value::as_str), obj.get("value")) {
         understood = true;
         ic.channel = Channel::Field;
         out.push(parse_change(&ic, field, value));
@@ -235,47 +186,26 @@ const MESSAGING_KEYS: [(&str, &str); 10] = [
 
 fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
     let Some(obj) = item.as_object() else {
-        return ic.unknown(
-            "unknown",
-            item,
-            "a messaging item is not a JSON object".into(),
-        );
+        return ic.unknown("unknown", item, "a messaging item is not a JSON object".into());
     };
-    let Some((key, field)) = MESSAGING_KEYS
-        .iter()
-        .find(|(k, _)| obj.get(*k).is_some_and(Value::is_object))
-    else {
+    let Some((key, field)) = MESSAGING_KEYS.iter().find(|(k, _)| obj.get(*k).is_some_and(Value::is_object)) else {
         let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         return ic.unknown(
             "unknown",
             item,
-            format!(
-                "a messaging item with no known event (keys: {})",
-                keys.join(", ")
-            ),
+            format!("a messaging item with no known event (keys: {})", keys.join(", ")),
         );
     };
     let body = &obj[*key];
-    let sender = obj
-        .get("sender")
-        .and_then(|s| s.get("id"))
-        .map(text)
-        .unwrap_or_default();
-    let recipient = obj
-        .get("recipient")
-        .and_then(|s| s.get("id"))
-        .map(text)
-        .unwrap_or_default();
+    let sender = obj.get("sender").and_then(|s| s.get("id")).map(text).unwrap_or_default();
+    let recipient = obj.get("recipient").and_then(|s| s.get("id")).map(text).unwrap_or_default();
     let ts = obj.get("timestamp").and_then(timestamp_ms);
     let ts_token = ts.map(|t| t.to_string()).unwrap_or_default();
     let mid = body.get("mid").map(text).unwrap_or_default();
     let id_or_hash = |prefix: &str, natural: Option<String>| -> String {
         match natural {
             Some(id) => ic.prefixed(format!("{prefix}:{id}")),
-            None => ic.prefixed(format!(
-                "{prefix}:{}",
-                hash_parts(&[ic.account.as_str(), field, &item.to_string()])
-            )),
+            None => ic.prefixed(format!("{prefix}:{}", hash_parts(&[ic.account.as_str(), field, &item.to_string()]))),
         }
     };
     let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
@@ -283,16 +213,8 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
     let (kind, id, payload) = match *key {
         "message" => {
             let m = message(&sender, &recipient, body);
-            let kind = if m.is_echo {
-                EventKind::MessageEcho
-            } else {
-                EventKind::Message
-            };
-            (
-                kind,
-                id_or_hash("msg", non_empty(&mid)),
-                Payload::Message(m),
-            )
+            let kind = if m.is_echo { EventKind::MessageEcho } else { EventKind::Message };
+            (kind, id_or_hash("msg", non_empty(&mid)), Payload::Message(m))
         }
         "reaction" => {
             let action = match body.get("action").and_then(Value::as_str) {
@@ -300,8 +222,7 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
                 Some("unreact") => v1::ReactionAction::Unreact,
                 _ => v1::ReactionAction::Unspecified,
             };
-            let natural = non_empty(&mid)
-                .map(|m| format!("{m}:{}:{sender}:{ts_token}", str_at(body, "action")));
+            let natural = non_empty(&mid).map(|m| format!("{m}:{}:{sender}:{ts_token}", str_at(body, "action")));
             let r = v1::Reaction {
                 sender_id: sender,
                 recipient_id: recipient,
@@ -310,11 +231,7 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
                 reaction: str_at(body, "reaction"),
                 emoji: str_at(body, "emoji"),
             };
-            (
-                EventKind::Reaction,
-                id_or_hash("reaction", natural),
-                Payload::Reaction(r),
-            )
+            (EventKind::Reaction, id_or_hash("reaction", natural), Payload::Reaction(r))
         }
         "postback" => {
             let p = v1::Postback {
@@ -326,11 +243,7 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
                 is_self: bool_at(item, "is_self") || bool_at(body, "is_self"),
                 referral: body.get("referral").map(ad_referral),
             };
-            (
-                EventKind::Postback,
-                id_or_hash("postback", non_empty(&mid)),
-                Payload::Postback(p),
-            )
+            (EventKind::Postback, id_or_hash("postback", non_empty(&mid)), Payload::Postback(p))
         }
         "read" => {
             let natural = non_empty(&mid).map(|m| format!("{m}:{sender}"));
@@ -340,18 +253,10 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
                 mid,
                 watermark: body.get("watermark").and_then(int).unwrap_or(0),
             };
-            (
-                EventKind::Seen,
-                id_or_hash("seen", natural),
-                Payload::Seen(s),
-            )
+            (EventKind::Seen, id_or_hash("seen", natural), Payload::Seen(s))
         }
         "message_edit" => {
-            let num_edit = body
-                .get("num_edit")
-                .and_then(int)
-                .unwrap_or(0)
-                .clamp(0, i64::from(u32::MAX)) as u32;
+            let num_edit = body.get("num_edit").and_then(int).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
             let natural = non_empty(&mid).map(|m| format!("{m}:{num_edit}"));
             let e = v1::MessageEdit {
                 sender_id: sender,
@@ -360,23 +265,11 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
                 text: str_at(body, "text"),
                 num_edit,
             };
-            (
-                EventKind::MessageEdit,
-                id_or_hash("edit", natural),
-                Payload::MessageEdit(e),
-            )
+            (EventKind::MessageEdit, id_or_hash("edit", natural), Payload::MessageEdit(e))
         }
         "referral" => {
-            let r = v1::Referral {
-                sender_id: sender,
-                recipient_id: recipient,
-                referral: Some(ad_referral(body)),
-            };
-            (
-                EventKind::Referral,
-                id_or_hash("referral", None),
-                Payload::Referral(r),
-            )
+            let r = v1::Referral { sender_id: sender, recipient_id: recipient, referral: Some(ad_referral(body)) };
+            (EventKind::Referral, id_or_hash("referral", None), Payload::Referral(r))
         }
         "optin" => {
             let o = v1::Optin {
@@ -387,19 +280,12 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
                 notification_messages_token: str_at(body, "notification_messages_token"),
                 notification_messages_frequency: str_at(body, "notification_messages_frequency"),
                 notification_messages_timezone: str_at(body, "notification_messages_timezone"),
-                token_expiry_timestamp: body
-                    .get("token_expiry_timestamp")
-                    .and_then(int)
-                    .unwrap_or(0),
+                token_expiry_timestamp: body.get("token_expiry_timestamp").and_then(int).unwrap_or(0),
                 user_token_status: str_at(body, "user_token_status"),
                 notification_messages_status: str_at(body, "notification_messages_status"),
                 title: str_at(body, "title"),
             };
-            (
-                EventKind::Optin,
-                id_or_hash("optin", None),
-                Payload::Optin(o),
-            )
+            (EventKind::Optin, id_or_hash("optin", None), Payload::Optin(o))
         }
         handover => {
             let kind = match handover {
@@ -416,22 +302,15 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
                 requested_owner_app_id: str_at(body, "requested_owner_app_id"),
                 metadata: str_at(body, "metadata"),
             };
-            (
-                EventKind::Handover,
-                id_or_hash("handover", None),
-                Payload::Handover(h),
-            )
+            (EventKind::Handover, id_or_hash("handover", None), Payload::Handover(h))
         }
     };
     ic.event(id, field, ts, kind, payload)
 }
 
 fn message(sender: &str, recipient: &str, m: &Value) -> v1::Message {
-    let attachments = m
-        .get("attachments")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(attachment).collect())
-        .unwrap_or_default();
+    let attachments =
+        m.get("attachments").and_then(Value::as_array).map(|a| a.iter().map(attachment).collect()).unwrap_or_default();
     let reply_to = m.get("reply_to").and_then(|r| {
         if let Some(story) = r.get("story") {
             Some(v1::ReplyTo {
@@ -441,9 +320,7 @@ fn message(sender: &str, recipient: &str, m: &Value) -> v1::Message {
                 })),
             })
         } else {
-            r.get("mid").map(|mid| v1::ReplyTo {
-                target: Some(v1::reply_to::Target::Mid(text(mid))),
-            })
+            r.get("mid").map(|mid| v1::ReplyTo { target: Some(v1::reply_to::Target::Mid(text(mid))) })
         }
     });
     v1::Message {
@@ -452,10 +329,7 @@ fn message(sender: &str, recipient: &str, m: &Value) -> v1::Message {
         mid: m.get("mid").map(text).unwrap_or_default(),
         text: str_at(m, "text"),
         attachments,
-        quick_reply_payload: m
-            .get("quick_reply")
-            .map(|q| str_at(q, "payload"))
-            .unwrap_or_default(),
+        quick_reply_payload: m.get("quick_reply").map(|q| str_at(q, "payload")).unwrap_or_default(),
         reply_to,
         referral: m.get("referral").map(ad_referral),
         is_deleted: bool_at(m, "is_deleted"),
@@ -491,11 +365,7 @@ fn attachment(a: &Value) -> v1::Attachment {
         title: str_at(&payload, "title"),
         ig_post_media_id: str_at(&payload, "ig_post_media_id"),
         reel_video_id: str_at(&payload, "reel_video_id"),
-        payload_json: if payload.is_null() {
-            String::new()
-        } else {
-            payload.to_string()
-        },
+        payload_json: if payload.is_null() { String::new() } else { payload.to_string() },
     }
 }
 
@@ -518,17 +388,10 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Value) -> ParsedEvent
     if MESSAGING_KEYS.iter().any(|(_, f)| *f == field) && value.get("sender").is_some() {
         return parse_messaging(ic, value);
     }
-    let ts = value
-        .get("timestamp")
-        .or_else(|| value.get("time"))
-        .and_then(timestamp_ms);
+    let ts = value.get("timestamp").or_else(|| value.get("time")).and_then(timestamp_ms);
     match field {
         "comments" | "live_comments" => {
-            let comment_id = value
-                .get("comment_id")
-                .or_else(|| value.get("id"))
-                .map(text)
-                .unwrap_or_default();
+            let comment_id = value.get("comment_id").or_else(|| value.get("id")).map(text).unwrap_or_default();
             let from = value.get("from").map(|f| v1::CommentAuthor {
                 id: str_at(f, "id"),
                 username: str_at(f, "username"),
@@ -543,10 +406,7 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Value) -> ParsedEvent
             });
             let live = field == "live_comments";
             let id = if comment_id.is_empty() {
-                format!(
-                    "comment:{}",
-                    hash_parts(&[ic.account.as_str(), field, &value.to_string()])
-                )
+                format!("comment:{}", hash_parts(&[ic.account.as_str(), field, &value.to_string()]))
             } else {
                 format!("comment:{comment_id}")
             };
@@ -558,22 +418,12 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Value) -> ParsedEvent
                 media,
                 live,
             };
-            let kind = if live {
-                EventKind::LiveComment
-            } else {
-                EventKind::Comment
-            };
+            let kind = if live { EventKind::LiveComment } else { EventKind::Comment };
             ic.event(id, field, ts, kind, Payload::Comment(c))
         }
         "mentions" => {
-            let m = v1::Mention {
-                media_id: str_at(value, "media_id"),
-                comment_id: str_at(value, "comment_id"),
-            };
-            let id = format!(
-                "mention:{}",
-                hash_parts(&[ic.account.as_str(), &m.media_id, &m.comment_id])
-            );
+            let m = v1::Mention { media_id: str_at(value, "media_id"), comment_id: str_at(value, "comment_id") };
+            let id = format!("mention:{}", hash_parts(&[ic.account.as_str(), &m.media_id, &m.comment_id]));
             ic.event(id, field, ts, EventKind::Mention, Payload::Mention(m))
         }
         "story_insights" => {
@@ -587,51 +437,23 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Value) -> ParsedEvent
                 taps_back: n("taps_back"),
                 impressions: n("impressions"),
             };
-            let id = format!(
-                "story_insights:{}",
-                hash_parts(&[ic.account.as_str(), field, &value.to_string()])
-            );
-            ic.event(
-                id,
-                field,
-                ts,
-                EventKind::StoryInsights,
-                Payload::StoryInsights(s),
-            )
+            let id = format!("story_insights:{}", hash_parts(&[ic.account.as_str(), field, &value.to_string()]));
+            ic.event(id, field, ts, EventKind::StoryInsights, Payload::StoryInsights(s))
         }
         other => {
             let mut wrapper = Map::new();
             wrapper.insert("field".into(), Value::String(other.to_owned()));
             wrapper.insert("value".into(), value.clone());
-            ic.unknown(
-                other,
-                &Value::Object(wrapper),
-                format!("unknown webhook field {other:?}"),
-            )
+            ic.unknown(other, &Value::Object(wrapper), format!("unknown webhook field {other:?}"))
         }
     }
 }
 
 /// The whole body as one Unknown event (it could not be split into items).
 fn raw_unknown(body: &[u8], ctx: &DeliveryContext, reason: String) -> ParsedEvent {
-    let ic = ItemContext {
-        ctx,
-        object: "",
-        account: AccountId::unknown(),
-        sent_ms: None,
-        channel: Channel::Raw,
-    };
-    let payload = Payload::Unknown(v1::Unknown {
-        reason,
-        raw_json: body.to_vec(),
-    });
-    ic.event(
-        format!("unknown:{}", ctx.delivery_id),
-        "unknown",
-        None,
-        EventKind::Unknown,
-        payload,
-    )
+    let ic = ItemContext { ctx, object: "", account: AccountId::unknown(), sent_ms: None, channel: Channel::Raw };
+    let payload = Payload::Unknown(v1::Unknown { reason, raw_json: body.to_vec() });
+    ic.event(format!("unknown:{}", ctx.delivery_id), "unknown", None, EventKind::Unknown, payload)
 }
 
 /// A JSON value as text: strings as they are, numbers and booleans written out, else empty.

@@ -38,11 +38,7 @@ struct Shared {
 }
 
 /// Binds `cfg.listen` and serves until `shutdown`.
-pub async fn run(
-    cfg: IngestConfig,
-    bus: BusConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(cfg: IngestConfig, bus: BusConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (ingest.listen)", cfg.listen))?;
@@ -63,25 +59,14 @@ pub async fn run_with_listener(
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let state = Arc::new(Shared {
-        secrets: Arc::new(
-            cfg.app_secrets
-                .iter()
-                .map(|s| s.expose().as_bytes().to_vec())
-                .collect(),
-        ),
+        secrets: Arc::new(cfg.app_secrets.iter().map(|s| s.expose().as_bytes().to_vec()).collect()),
         cfg: Arc::new(cfg),
         publisher: Publisher::new(js.clone()),
         client: client.clone(),
         streams_ready: Arc::new(AtomicBool::new(false)),
         metrics,
     });
-    tokio::spawn(keep_streams(
-        js,
-        bus.topology,
-        client.clone(),
-        state.streams_ready.clone(),
-        shutdown.clone(),
-    ));
+    tokio::spawn(keep_streams(js, bus.topology, client.clone(), state.streams_ready.clone(), shutdown.clone()));
 
     let readiness = {
         let (client, ready) = (client.clone(), state.streams_ready.clone());
@@ -130,11 +115,7 @@ async fn keep_streams(
                 }
             };
         ready.store(ok, Ordering::Relaxed);
-        let pause = if ok {
-            Duration::from_secs(5)
-        } else {
-            Duration::from_millis(500)
-        };
+        let pause = if ok { Duration::from_secs(5) } else { Duration::from_millis(500) };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
@@ -143,25 +124,16 @@ async fn keep_streams(
 }
 
 /// Meta's subscription handshake.
-async fn challenge(
-    State(s): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+async fn challenge(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let mode = q.get("hub.mode").map(String::as_str);
-    let token = q
-        .get("hub.verify_token")
-        .map(String::as_bytes)
-        .unwrap_or_default();
+    let token = q.get("hub.verify_token").map(String::as_bytes).unwrap_or_default();
     if mode != Some("subscribe") {
         s.metrics.reject("challenge_bad_mode");
         return (StatusCode::FORBIDDEN, "hub.mode must be \"subscribe\"\n").into_response();
     }
     if !constant_time_eq(token, s.cfg.verify_token.expose().as_bytes()) {
         s.metrics.reject("challenge_bad_token");
-        return (
-            StatusCode::FORBIDDEN,
-            "hub.verify_token does not match the configured verify token\n",
-        )
+        return (StatusCode::FORBIDDEN, "hub.verify_token does not match the configured verify token\n")
             .into_response();
     }
     match q.get("hub.challenge") {
@@ -188,9 +160,7 @@ async fn receive(State(s): State<AppState>, headers: HeaderMap, body: Body) -> R
     if let Some(parent) = igrelay_runtime::telemetry::extract_http(&headers) {
         let _ = span.set_parent(parent);
     }
-    let response = handle(&s, &headers, body, &span)
-        .instrument(span.clone())
-        .await;
+    let response = handle(&s, &headers, body, &span).instrument(span.clone()).await;
     s.metrics.latency.observe(started.elapsed().as_secs_f64());
     response
 }
@@ -199,16 +169,11 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, span: &tracing::S
     let limit = s.cfg.max_body_bytes;
     let too_large = || {
         s.metrics.reject("body_too_large");
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than {limit} bytes (ingest.max_body_bytes)\n"),
-        )
+        (StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes (ingest.max_body_bytes)\n"))
             .into_response()
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return too_large();
     }
@@ -217,11 +182,7 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, span: &tracing::S
         Err(e) if is_length_limit(&e) => return too_large(),
         Err(e) => {
             s.metrics.reject("body_unreadable");
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body: {e}\n"),
-            )
-                .into_response();
+            return (StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n")).into_response();
         }
     };
 
@@ -248,16 +209,11 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, span: &tracing::S
         .into_iter()
         .map(|e| {
             let subject = subjects::event(&e.account, e.kind);
-            OutgoingMessage::proto(subject, e.event_id().to_owned(), &e.event)
-                .with_kind(e.kind.token())
+            OutgoingMessage::proto(subject, e.event_id().to_owned(), &e.event).with_kind(e.kind.token())
         })
         .collect();
     let cx = span.context();
-    match s
-        .publisher
-        .publish_all(messages, &cx, s.cfg.publish_deadline)
-        .await
-    {
+    match s.publisher.publish_all(messages, &cx, s.cfg.publish_deadline).await {
         Ok(ack) => {
             for kind in kinds {
                 s.metrics.published.get_or_create(&KindLabel { kind }).inc();
@@ -272,10 +228,7 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, span: &tracing::S
 
 fn unavailable(s: &AppState, why: &str) -> Response {
     s.metrics.reject("nats_unavailable");
-    tracing::warn!(
-        reason = why,
-        "answering 503: events not stored, Meta will deliver again"
-    );
+    tracing::warn!(reason = why, "answering 503: events not stored, Meta will deliver again");
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, s.cfg.retry_after_s.to_string())],

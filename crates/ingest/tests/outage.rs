@@ -20,18 +20,12 @@ const POSTS_EACH: usize = 150;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_during_load_loses_nothing_that_got_200() {
-    let mut app =
-        App::start_with(|c| c.publish_deadline = std::time::Duration::from_millis(500)).await;
+    let mut app = App::start_with(|c| c.publish_deadline = std::time::Duration::from_millis(500)).await;
     let done = Arc::new(AtomicUsize::new(0));
     let unavailable = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for p in 0..POSTERS {
-        let (url, http, done, unavailable) = (
-            app.url.clone(),
-            app.http.clone(),
-            done.clone(),
-            unavailable.clone(),
-        );
+        let (url, http, done, unavailable) = (app.url.clone(), app.http.clone(), done.clone(), unavailable.clone());
         tasks.push(tokio::spawn(async move {
             let mut results = Vec::new();
             for i in 0..POSTS_EACH {
@@ -41,13 +35,7 @@ async fn nats_outage_during_load_loses_nothing_that_got_200() {
                     ACCOUNT,
                     1_743_480_368_963,
                     vec![
-                        webhook::item(
-                            "55",
-                            ACCOUNT,
-                            1_743_480_368_714,
-                            "message",
-                            json!({"mid": mid, "text": "x"}),
-                        ),
+                        webhook::item("55", ACCOUNT, 1_743_480_368_714, "message", json!({"mid": mid, "text": "x"})),
                         webhook::item(
                             "55",
                             ACCOUNT,
@@ -59,18 +47,13 @@ async fn nats_outage_during_load_loses_nothing_that_got_200() {
                 )]);
                 let body = webhook::encode(&payload);
                 let headers = webhook::signed_headers(support::SECRET, &body);
-                let status = match igrelay_testkit::http::send(
-                    &http,
-                    igrelay_testkit::http::Method::POST,
-                    &url,
-                    &headers,
-                    body,
-                )
-                .await
-                {
-                    Ok(r) => r.status,
-                    Err(_) => 0,
-                };
+                let status =
+                    match igrelay_testkit::http::send(&http, igrelay_testkit::http::Method::POST, &url, &headers, body)
+                        .await
+                    {
+                        Ok(r) => r.status,
+                        Err(_) => 0,
+                    };
                 if status == 503 {
                     unavailable.fetch_add(1, Ordering::Relaxed);
                 }
@@ -92,24 +75,12 @@ async fn nats_outage_during_load_loses_nothing_that_got_200() {
     for t in tasks {
         results.extend(t.await.unwrap());
     }
-    let ok: Vec<&String> = results
-        .iter()
-        .filter(|(_, s)| *s == 200)
-        .map(|(m, _)| m)
-        .collect();
+    let ok: Vec<&String> = results.iter().filter(|(_, s)| *s == 200).map(|(m, _)| m).collect();
     let refused = results.iter().filter(|(_, s)| *s == 503).count();
-    let other: Vec<_> = results
-        .iter()
-        .filter(|(_, s)| *s != 200 && *s != 503)
-        .collect();
+    let other: Vec<_> = results.iter().filter(|(_, s)| *s != 200 && *s != 503).collect();
     assert!(other.is_empty(), "only 200 or 503 are answered: {other:?}");
     assert!(refused >= 10, "posts during the outage got 503");
-    assert!(
-        ok.len() > 100,
-        "posts before and after the outage succeeded ({} of {})",
-        ok.len(),
-        results.len()
-    );
+    assert!(ok.len() > 100, "posts before and after the outage succeeded ({} of {})", ok.len(), results.len());
 
     app.wait_ready().await;
     let stored = app.events().await;
@@ -117,16 +88,8 @@ async fn nats_outage_during_load_loses_nothing_that_got_200() {
     let mut reactions = HashSet::new();
     for e in &stored {
         match &e.event.payload {
-            Some(Payload::Message(m)) => assert!(
-                messages.insert(m.mid.clone()),
-                "message {} stored twice",
-                m.mid
-            ),
-            Some(Payload::Reaction(r)) => assert!(
-                reactions.insert(r.mid.clone()),
-                "reaction {} stored twice",
-                r.mid
-            ),
+            Some(Payload::Message(m)) => assert!(messages.insert(m.mid.clone()), "message {} stored twice", m.mid),
+            Some(Payload::Reaction(r)) => assert!(reactions.insert(r.mid.clone()), "reaction {} stored twice", r.mid),
             other => panic!("unexpected {other:?}"),
         }
     }

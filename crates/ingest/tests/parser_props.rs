@@ -12,9 +12,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(|f| json!(f)),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
         "[a-z0-9_.*> ]{0,12}".prop_map(Value::String),
         prop::sample::select(vec![
             "message",
@@ -78,10 +76,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
 fn check(body: &[u8]) {
     let ctx = DeliveryContext::new(body, 1_700_000_000_000);
     let events = parse_delivery(body, &ctx);
-    assert!(
-        !events.is_empty(),
-        "every delivery yields at least one event"
-    );
+    assert!(!events.is_empty(), "every delivery yields at least one event");
     for e in &events {
         let meta = e.event.meta.as_ref().unwrap();
         assert!(!meta.event_id.is_empty());

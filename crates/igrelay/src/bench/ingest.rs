@@ -59,40 +59,14 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
 
     // Baseline.
     let base_addr = free_addr()?;
-    let _baseline = spawn(
-        &exe,
-        &[
-            "bench",
-            "baseline-server",
-            "--listen",
-            &base_addr.to_string(),
-        ],
-        &server.url(),
-        base_addr,
-    )?;
+    let _baseline =
+        spawn(&exe, &["bench", "baseline-server", "--listen", &base_addr.to_string()], &server.url(), base_addr)?;
     wait_ready(&client, base_addr).await?;
     let base_url = format!("http://{base_addr}{PATH}");
-    let _ = load::closed_loop(
-        &client,
-        &base_url,
-        args.connections,
-        Duration::from_secs(1),
-        request_fn("warm-b"),
-    )
-    .await;
+    let _ = load::closed_loop(&client, &base_url, args.connections, Duration::from_secs(1), request_fn("warm-b")).await;
     let cpu_before = (cpu_ms(_baseline.0.id()), server_cpu(&server));
-    let baseline = load::closed_loop(
-        &client,
-        &base_url,
-        args.connections,
-        phase,
-        request_fn("base"),
-    )
-    .await;
-    let baseline_cpu = (
-        cpu_ms(_baseline.0.id()) - cpu_before.0,
-        server_cpu(&server) - cpu_before.1,
-    );
+    let baseline = load::closed_loop(&client, &base_url, args.connections, phase, request_fn("base")).await;
+    let baseline_cpu = (cpu_ms(_baseline.0.id()) - cpu_before.0, server_cpu(&server) - cpu_before.1);
     drop(_baseline);
 
     // Ingest.
@@ -101,30 +75,12 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     let pid = ingest.0.id();
     wait_ready(&client, ingest_addr).await?;
     let url = format!("http://{ingest_addr}{PATH}");
-    let _ = load::closed_loop(
-        &client,
-        &url,
-        args.connections,
-        Duration::from_secs(1),
-        request_fn("warm-i"),
-    )
-    .await;
+    let _ = load::closed_loop(&client, &url, args.connections, Duration::from_secs(1), request_fn("warm-i")).await;
     let cpu_before = (cpu_ms(pid), server_cpu(&server));
     let max = load::closed_loop(&client, &url, args.connections, phase, request_fn("max")).await;
-    let ingest_cpu = (
-        cpu_ms(pid) - cpu_before.0,
-        server_cpu(&server) - cpu_before.1,
-    );
+    let ingest_cpu = (cpu_ms(pid) - cpu_before.0, server_cpu(&server) - cpu_before.1);
     let half_rate = max.per_s() / 2.0;
-    let half = load::open_loop(
-        &client,
-        &url,
-        half_rate,
-        args.connections,
-        phase,
-        request_fn("half"),
-    )
-    .await;
+    let half = load::open_loop(&client, &url, half_rate, args.connections, phase, request_fn("half")).await;
     let (rss_kib, hwm_kib) = rss_of(pid);
     drop(ingest);
 
@@ -171,10 +127,7 @@ fn cpu_ms(pid: u32) -> u64 {
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
+    let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok())).sum();
     // Linux reports in clock ticks of 100 Hz on every common configuration.
     ticks * 10
 }
@@ -205,12 +158,7 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-fn spawn(
-    exe: &std::path::Path,
-    args: &[&str],
-    nats_url: &str,
-    listen: SocketAddr,
-) -> anyhow::Result<ChildGuard> {
+fn spawn(exe: &std::path::Path, args: &[&str], nats_url: &str, listen: SocketAddr) -> anyhow::Result<ChildGuard> {
     let child = Command::new(exe)
         .args(args)
         .env("IGRELAY_NATS__URL", nats_url)
@@ -227,10 +175,7 @@ fn spawn(
 
 async fn wait_ready(client: &thttp::HttpClient, addr: SocketAddr) -> anyhow::Result<()> {
     for _ in 0..200 {
-        if thttp::get(client, &format!("http://{addr}/readyz"))
-            .await
-            .is_ok_and(|r| r.status == 200)
-        {
+        if thttp::get(client, &format!("http://{addr}/readyz")).await.is_ok_and(|r| r.status == 200) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

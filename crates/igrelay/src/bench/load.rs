@@ -45,8 +45,7 @@ pub async fn closed_loop(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..connections {
-        let (client, url, stop, make) =
-            (client.clone(), url.to_owned(), stop.clone(), make.clone());
+        let (client, url, stop, make) = (client.clone(), url.to_owned(), stop.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
             let mut r = LoadResult::default();
             let mut i = 0u64;

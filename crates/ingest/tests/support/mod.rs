@@ -36,15 +36,9 @@ impl App {
         static TELEMETRY: std::sync::OnceLock<Option<igrelay_runtime::telemetry::TelemetryGuard>> =
             std::sync::OnceLock::new();
         TELEMETRY.get_or_init(|| {
-            igrelay_runtime::telemetry::init(
-                "ingest-test",
-                igrelay_runtime::telemetry::LogFormat::Text,
-            )
-            .ok()
+            igrelay_runtime::telemetry::init("ingest-test", igrelay_runtime::telemetry::LogFormat::Text).ok()
         });
-        let nats = Nats::start()
-            .await
-            .expect("nats-server (run deploy/local/setup.sh)");
+        let nats = Nats::start().await.expect("nats-server (run deploy/local/setup.sh)");
         let mut cfg = IngestConfig {
             verify_token: Secret::new(VERIFY_TOKEN),
             app_secrets: vec![Secret::new(OLD_SECRET), Secret::new(SECRET)],
@@ -57,20 +51,8 @@ impl App {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(igrelay_ingest::run_with_listener(
-            cfg,
-            bus,
-            listener,
-            shutdown.clone(),
-        ));
-        let app = App {
-            nats,
-            url: format!("{base}/webhooks/instagram"),
-            base,
-            http: http::client(),
-            shutdown,
-            task,
-        };
+        let task = tokio::spawn(igrelay_ingest::run_with_listener(cfg, bus, listener, shutdown.clone()));
+        let app = App { nats, url: format!("{base}/webhooks/instagram"), base, http: http::client(), shutdown, task };
         app.wait_ready().await;
         app
     }
@@ -78,10 +60,7 @@ impl App {
     /// Waits (bounded) until /readyz says ready.
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
-            if http::get(&self.http, &format!("{}/readyz", self.base))
-                .await
-                .is_ok_and(|r| r.status == 200)
-            {
+            if http::get(&self.http, &format!("{}/readyz", self.base)).await.is_ok_and(|r| r.status == 200) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -97,27 +76,19 @@ impl App {
     pub async fn post_bytes(&self, body: Bytes) -> Response {
         let headers = webhook::signed_headers(SECRET, &body);
         let headers: Vec<(&str, String)> = headers.into_iter().collect();
-        http::send(&self.http, http::Method::POST, &self.url, &headers, body)
-            .await
-            .unwrap()
+        http::send(&self.http, http::Method::POST, &self.url, &headers, body).await.unwrap()
     }
 
     pub async fn post_with(&self, headers: &[(&str, String)], body: Bytes) -> Response {
-        http::send(&self.http, http::Method::POST, &self.url, headers, body)
-            .await
-            .unwrap()
+        http::send(&self.http, http::Method::POST, &self.url, headers, body).await.unwrap()
     }
 
     pub async fn events(&self) -> Vec<igrelay_testkit::events::StoredEvent> {
-        igrelay_testkit::events::read_all(&self.nats.js, "ig.v1.evt.>")
-            .await
-            .unwrap()
+        igrelay_testkit::events::read_all(&self.nats.js, "ig.v1.evt.>").await.unwrap()
     }
 
     pub async fn event_count(&self) -> u64 {
-        igrelay_testkit::events::count(&self.nats.js, "IGRELAY_EVENTS")
-            .await
-            .unwrap()
+        igrelay_testkit::events::count(&self.nats.js, "IGRELAY_EVENTS").await.unwrap()
     }
 
     pub async fn stop(self) {
@@ -128,8 +99,6 @@ impl App {
 
 /// A fixture from tests/fixtures.
 pub fn fixture(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
