@@ -242,7 +242,7 @@ async fn handle_one<H, Fut>(
 
 /// Copies the message to the dead-letter subject with the reason, then terminates it. If the
 /// copy cannot be stored the message is NAKed instead, so nothing is lost.
-async fn dead_letter(
+pub async fn dead_letter(
     js: &jetstream::Context,
     dlq_subject: &str,
     msg: &jetstream::Message,

@@ -8,6 +8,10 @@
 //! | `ig.v1.cmd.upload.<account>` | `igrelay.v1.UploadAttachmentCommand` | IGRELAY_COMMANDS |
 //! | `ig.v1.out.<account>.<outcome>` | `igrelay.v1.CommandOutcome` | IGRELAY_OUTCOMES |
 //! | `ig.v1.dlq.<stream>.<consumer>` | the original message, reason in headers | IGRELAY_DLQ |
+//! | `ig.v1.audit.<account>.<action>` | `igrelay.v1.AuditRecord` | IGRELAY_AUDIT |
+//! | `ig.v1.enr.<account>.<kind>` | `igrelay.v1.EnrichedEvent` | IGRELAY_ENRICHED |
+//! | `ig.v1.req.profile` | request/reply `igrelay.v1.GetUserProfileRequest` → `…Response` | none (core NATS) |
+//! | `ig.v1.req.forget_user` | request/reply `igrelay.v1.ForgetUserRequest` → `…Response` | none (core NATS) |
 //!
 //! docs/subjects.md is the user-facing copy of this table; a test keeps the two in step.
 
@@ -18,6 +22,12 @@ pub const EVENTS_ALL: &str = "ig.v1.evt.>";
 pub const COMMANDS_ALL: &str = "ig.v1.cmd.>";
 pub const OUTCOMES_ALL: &str = "ig.v1.out.>";
 pub const DLQ_ALL: &str = "ig.v1.dlq.>";
+pub const AUDIT_ALL: &str = "ig.v1.audit.>";
+pub const ENRICHED_ALL: &str = "ig.v1.enr.>";
+/// Request/reply (core NATS, served by enrich): a user's profile on demand.
+pub const PROFILE_REQUEST: &str = "ig.v1.req.profile";
+/// Request/reply (core NATS, served by enrich): forget a user (data deletion).
+pub const FORGET_USER_REQUEST: &str = "ig.v1.req.forget_user";
 
 /// The last token of an event subject: what happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,6 +141,22 @@ pub fn send_command(account: &AccountId) -> String {
     format!("ig.v1.cmd.send.{account}")
 }
 
+/// The filter of one partition of the commands stream, every command kind:
+/// `ig.v1.cmd.*.<partition>.*` (commands are stored with their partition, see topology).
+pub fn command_partition_filter(partition: u32) -> String {
+    format!("ig.v1.cmd.*.{partition}.*")
+}
+
+/// Splits a stored command subject `ig.v1.cmd.<kind>.<partition>.<account>`.
+pub fn parse_stored_command(subject: &str) -> Option<(&str, u32, &str)> {
+    let rest = subject.strip_prefix("ig.v1.cmd.")?;
+    let mut parts = rest.splitn(3, '.');
+    let kind = parts.next()?;
+    let partition = parts.next()?.parse().ok()?;
+    let account = parts.next()?;
+    Some((kind, partition, account))
+}
+
 /// `ig.v1.cmd.upload.<account>`
 pub fn upload_command(account: &AccountId) -> String {
     format!("ig.v1.cmd.upload.{account}")
@@ -161,6 +187,59 @@ pub fn outcome(account: &AccountId, kind: OutcomeKind) -> String {
     format!("ig.v1.out.{account}.{}", kind.token())
 }
 
+/// `ig.v1.out.<account>.*`: every outcome of one account's commands.
+pub fn outcomes_of_account(account: &AccountId) -> String {
+    format!("ig.v1.out.{account}.*")
+}
+
+/// What an audit record is about (the last token of `ig.v1.audit.<account>.<action>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// A SendCommand was accepted.
+    Send,
+    /// An UploadAttachmentCommand was accepted.
+    Upload,
+    /// An account was registered or its token replaced.
+    AccountRegister,
+    /// An account was removed.
+    AccountRemove,
+}
+
+impl AuditAction {
+    pub const ALL: [AuditAction; 4] = [
+        Self::Send,
+        Self::Upload,
+        Self::AccountRegister,
+        Self::AccountRemove,
+    ];
+
+    pub fn token(self) -> &'static str {
+        match self {
+            Self::Send => "send",
+            Self::Upload => "upload",
+            Self::AccountRegister => "account_register",
+            Self::AccountRemove => "account_remove",
+        }
+    }
+}
+
+/// `ig.v1.audit.<account>.<action>`: who asked igrelay to do what.
+pub fn audit(account: &AccountId, action: AuditAction) -> String {
+    format!("ig.v1.audit.{account}.{}", action.token())
+}
+
+/// `ig.v1.enr.<account>.<kind>`: an inbound user event with the sender's profile (enrich).
+pub fn enriched(account: &AccountId, kind: EventKind) -> String {
+    format!("ig.v1.enr.{account}.{}", kind.token())
+}
+
+/// Splits an enriched-event subject into account and kind.
+pub fn parse_enriched(subject: &str) -> Option<(&str, EventKind)> {
+    let rest = subject.strip_prefix("ig.v1.enr.")?;
+    let (account, kind) = rest.split_once('.')?;
+    Some((account, EventKind::from_token(kind)?))
+}
+
 /// `ig.v1.dlq.<stream>.<consumer>`: where a consumer's poison messages go.
 pub fn dead_letter(stream: &str, consumer: &str) -> String {
     format!("ig.v1.dlq.{stream}.{consumer}")
@@ -184,6 +263,14 @@ mod tests {
             "ig.v1.out.17841400000000001.sent"
         );
         assert_eq!(send_command(&a), "ig.v1.cmd.send.17841400000000001");
+        assert_eq!(outcomes_of_account(&a), "ig.v1.out.17841400000000001.*");
+        let e = enriched(&a, EventKind::Postback);
+        assert_eq!(e, "ig.v1.enr.17841400000000001.postback");
+        assert_eq!(parse_enriched(&e), Some(("17841400000000001", EventKind::Postback)));
+        assert_eq!(
+            audit(&a, AuditAction::Send),
+            "ig.v1.audit.17841400000000001.send"
+        );
     }
 
     #[test]
@@ -202,6 +289,10 @@ mod tests {
             "ig.v1.cmd.upload.<account>",
             "ig.v1.out.<account>.<outcome>",
             "ig.v1.dlq.<stream>.<consumer>",
+            "ig.v1.audit.<account>.<action>",
+            "ig.v1.enr.<account>.<kind>",
+            PROFILE_REQUEST,
+            FORGET_USER_REQUEST,
         ] {
             assert!(doc.contains(s), "docs/subjects.md does not list {s}");
         }

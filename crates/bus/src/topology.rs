@@ -34,6 +34,14 @@ pub struct TopologyConfig {
     /// How long dead letters are kept.
     #[serde(with = "humantime_ms")]
     pub dead_letters_max_age: Duration,
+    /// Partitions of the commands stream: each is served by one dispatch process at a time, so
+    /// per-account order and rate limits hold without coordination per message. Fixed once the
+    /// stream exists (changing it re-maps accounts to partitions; drain commands first).
+    pub command_partitions: u32,
+    /// How long a dispatch process keeps a partition after its last heartbeat: a killed process's
+    /// partitions are taken over after at most this long.
+    #[serde(with = "humantime_ms")]
+    pub dispatch_lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -53,6 +61,8 @@ impl Default for TopologyConfig {
             duplicate_window: Duration::from_secs(2 * 3600),
             outcomes_max_age: Duration::from_secs(7 * 86_400),
             dead_letters_max_age: Duration::from_secs(30 * 86_400),
+            command_partitions: 16,
+            dispatch_lease_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -68,14 +78,20 @@ pub enum StreamDef {
     Outcomes,
     /// Messages a consumer gave up on, with the reason in headers.
     DeadLetters,
+    /// Who asked igrelay to do what (kept as long as outcomes).
+    Audit,
+    /// Inbound user events with the sender's profile (enrich). Limits retention, like events.
+    Enriched,
 }
 
 impl StreamDef {
-    pub const ALL: [StreamDef; 4] = [
+    pub const ALL: [StreamDef; 6] = [
         Self::Events,
         Self::Commands,
         Self::Outcomes,
         Self::DeadLetters,
+        Self::Audit,
+        Self::Enriched,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +100,8 @@ impl StreamDef {
             Self::Commands => "IGRELAY_COMMANDS",
             Self::Outcomes => "IGRELAY_OUTCOMES",
             Self::DeadLetters => "IGRELAY_DLQ",
+            Self::Audit => "IGRELAY_AUDIT",
+            Self::Enriched => "IGRELAY_ENRICHED",
         }
     }
 
@@ -93,6 +111,8 @@ impl StreamDef {
             Self::Commands => subjects::COMMANDS_ALL,
             Self::Outcomes => subjects::OUTCOMES_ALL,
             Self::DeadLetters => subjects::DLQ_ALL,
+            Self::Audit => subjects::AUDIT_ALL,
+            Self::Enriched => subjects::ENRICHED_ALL,
         }
     }
 
@@ -123,6 +143,18 @@ impl StreamDef {
                 0,
                 "messages consumers gave up on",
             ),
+            Self::Audit => (
+                stream::RetentionPolicy::Limits,
+                cfg.outcomes_max_age,
+                0,
+                "who asked igrelay to do what",
+            ),
+            Self::Enriched => (
+                stream::RetentionPolicy::Limits,
+                cfg.events_max_age,
+                cfg.events_max_bytes,
+                "inbound user events with the sender's profile",
+            ),
         };
         stream::Config {
             name: self.name().into(),
@@ -143,6 +175,12 @@ impl StreamDef {
                 cfg.duplicate_window.min(max_age)
             },
             discard: stream::DiscardPolicy::Old,
+            // Commands are stored as ig.v1.cmd.<kind>.<partition>.<account>: one account always
+            // lands in the same partition (see subjects::command_partition_filter).
+            subject_transform: (self == Self::Commands).then(|| stream::SubjectTransform {
+                source: "ig.v1.cmd.*.*".into(),
+                destination: format!("ig.v1.cmd.{{{{wildcard(1)}}}}.{{{{partition({},2)}}}}.{{{{wildcard(2)}}}}", cfg.command_partitions.max(1)),
+            }),
             ..Default::default()
         }
     }
@@ -178,15 +216,29 @@ pub enum KvDef {
     Idempotency,
     /// Moderation rules.
     Rules,
+    /// The outcome of each command by `<account>.<command id>` (written by the gateway from
+    /// stream IGRELAY_OUTCOMES), for look-ups and waits by command id.
+    Outcomes,
+    /// Short leases that keep replicas from doing the same periodic work at once.
+    Leases,
+    /// Dispatch membership and partition ownership; entries age out after
+    /// `topology.dispatch_lease_ttl` unless their owner renews them.
+    DispatchLeases,
+    /// Data deletion requests by confirmation code (their status page); no user ids.
+    Deletions,
 }
 
 impl KvDef {
-    pub const ALL: [KvDef; 5] = [
+    pub const ALL: [KvDef; 9] = [
         Self::Accounts,
         Self::Profiles,
         Self::Windows,
         Self::Idempotency,
         Self::Rules,
+        Self::Outcomes,
+        Self::Leases,
+        Self::DispatchLeases,
+        Self::Deletions,
     ];
 
     pub fn bucket(self) -> &'static str {
@@ -196,6 +248,10 @@ impl KvDef {
             Self::Windows => "igrelay_windows",
             Self::Idempotency => "igrelay_idempotency",
             Self::Rules => "igrelay_rules",
+            Self::Deletions => "igrelay_deletions",
+            Self::Outcomes => "igrelay_outcomes",
+            Self::Leases => "igrelay_leases",
+            Self::DispatchLeases => "igrelay_dispatch",
         }
     }
 
@@ -208,6 +264,12 @@ impl KvDef {
             Self::Windows => (1, Duration::from_secs(8 * 86_400)),
             Self::Idempotency => (1, Duration::from_secs(8 * 86_400)),
             Self::Rules => (5, Duration::ZERO),
+            // Long enough for a user to check the status page Meta links to.
+            Self::Deletions => (1, Duration::from_secs(90 * 86_400)),
+            Self::Outcomes => (1, cfg.outcomes_max_age),
+            // A lease is held until its entry ages out.
+            Self::Leases => (1, Duration::from_secs(120)),
+            Self::DispatchLeases => (1, cfg.dispatch_lease_ttl),
         };
         kv::Config {
             bucket: self.bucket().into(),

@@ -29,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Webhook ingest: Meta's webhooks in, typed events on NATS out.
     Ingest,
+    /// Message dispatch: send commands carried out against the Graph API within Meta's limits.
+    Dispatch,
     /// The Graph API emulator: a stand-in for Meta (Graph API + webhook sender), see crates/emulator/README.md.
     Emulator,
     /// Everything in one process, with a nats-server it starts itself when --nats-url is not given.
@@ -47,6 +49,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let text = cfg.redacted_toml()?;
             std::io::stdout().lock().write_all(text.as_bytes())?;
             Ok(())
+        }
+        Command::Dispatch => {
+            let _telemetry = igrelay_runtime::telemetry::init("igrelay-dispatch", cfg.log.format)?;
+            let shutdown = igrelay_runtime::shutdown::on_signal();
+            let bus = cfg.bus();
+            igrelay_dispatch::run(cfg.dispatch, cfg.graph, cfg.accounts, bus, shutdown).await
         }
         Command::Ingest => {
             let _telemetry = igrelay_runtime::telemetry::init("igrelay-ingest", cfg.log.format)?;

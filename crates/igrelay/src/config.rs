@@ -20,6 +20,7 @@ pub struct Config {
     pub nats: ConnectConfig,
     pub topology: TopologyConfig,
     pub ingest: IngestConfig,
+    pub dispatch: igrelay_dispatch::DispatchConfig,
     /// The Graph API: Meta's hosts in production, the emulator in `igrelay dev`.
     pub graph: igrelay_graph::GraphConfig,
     /// Protection of stored access tokens.

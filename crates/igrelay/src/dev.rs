@@ -14,6 +14,8 @@ use crate::config::Config;
 /// Used when no verify token / app secret is configured; printed at start.
 pub const DEV_VERIFY_TOKEN: &str = "igrelay-dev-verify-token";
 pub const DEV_APP_SECRET: &str = "igrelay-dev-app-secret";
+/// Encrypts stored tokens in development only (32 bytes, base64); never use it elsewhere.
+const DEV_TOKEN_KEY: &str = "aWdyZWxheS1kZXYtb25seS10b2tlbi1rZXktMzJieXQ=";
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -88,9 +90,36 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
         Some(handle)
     };
 
+    // Dispatch: a development token key when none is configured, and the emulator's accounts
+    // registered so commands work out of the box.
+    if cfg.accounts.token_keys.is_empty() {
+        cfg.accounts.token_keys =
+            vec![igrelay_accounts::TokenKeyConfig { id: "dev".into(), key: Secret::new(DEV_TOKEN_KEY) }];
+    }
+    if emulator.is_some() {
+        register_emulator_accounts(&cfg).await?;
+    }
+    if cfg.dispatch.listen == igrelay_dispatch::DispatchConfig::default().listen {
+        cfg.dispatch.listen = SocketAddr::from(([127, 0, 0, 1], 8081));
+    }
+    let dispatch_listener = tokio::net::TcpListener::bind(cfg.dispatch.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (dispatch.listen): {e}", cfg.dispatch.listen))?;
+    let dispatch = tokio::spawn(igrelay_dispatch::run_with_listener(
+        cfg.dispatch.clone(),
+        cfg.graph.clone(),
+        cfg.accounts.clone(),
+        cfg.bus(),
+        dispatch_listener,
+        shutdown.clone(),
+    ));
+
     banner(&cfg, ingest_addr, emulator.as_ref().map(|e| e.base_url.as_str()))?;
     let result = ingest.await;
     shutdown.cancel();
+    if let Ok(Err(e)) = dispatch.await {
+        tracing::error!(error = %e, "dispatch failed");
+    }
     if let Some(e) = emulator {
         e.shutdown().await;
     }
@@ -119,5 +148,24 @@ fn banner(cfg: &Config, ingest: SocketAddr, emulator: Option<&str>) -> anyhow::R
         )?;
     }
     out.flush()?;
+    Ok(())
+}
+
+/// Registers the emulator's seeded accounts (their tokens are the emulator's, not Meta's).
+async fn register_emulator_accounts(cfg: &Config) -> anyhow::Result<()> {
+    let client = igrelay_bus::connect(&cfg.nats).await?;
+    let js = igrelay_bus::connect::jetstream(client, cfg.nats.request_timeout);
+    let keyring = igrelay_accounts::Keyring::from_config(&cfg.accounts)?;
+    let store = igrelay_accounts::AccountStore::open(&js, &cfg.topology, keyring).await?;
+    for seed in &cfg.emulator.accounts {
+        let account = igrelay_core::v1::Account {
+            account_id: seed.ig_id.clone(),
+            login_type: igrelay_core::v1::LoginType::Instagram as i32,
+            page_id: seed.page_id.clone(),
+            username: seed.username.clone(),
+            ..Default::default()
+        };
+        store.put(account, &seed.token).await?;
+    }
     Ok(())
 }

@@ -23,18 +23,11 @@ pub async fn read_all(js: &jetstream::Context, filter: &str) -> anyhow::Result<V
 }
 
 /// Every message in `stream` matching `filter`, decoded as [`Event`].
-pub async fn read_stream(
-    js: &jetstream::Context,
-    stream: &str,
-    filter: &str,
-) -> anyhow::Result<Vec<StoredEvent>> {
+pub async fn read_stream(js: &jetstream::Context, stream: &str, filter: &str) -> anyhow::Result<Vec<StoredEvent>> {
     let mut stream = js.get_stream(stream).await?;
     let expected = stream.info().await?.state.messages;
     let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            filter_subject: filter.to_string(),
-            ..Default::default()
-        })
+        .create_consumer(pull::OrderedConfig { filter_subject: filter.to_string(), ..Default::default() })
         .await?;
     let mut messages = consumer.messages().await?;
     let mut out = Vec::new();
@@ -50,6 +43,29 @@ pub async fn read_stream(
                     sequence,
                 });
             }
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Every message in `stream` matching `filter`, undecoded: (subject, payload).
+pub async fn read_raw(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
+    let mut stream = js.get_stream(stream).await?;
+    let expected = stream.info().await?.state.messages;
+    let consumer = stream
+        .create_consumer(pull::OrderedConfig { filter_subject: filter.to_string(), ..Default::default() })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = Vec::new();
+    while out.len() < expected as usize {
+        match tokio::time::timeout(Duration::from_millis(300), messages.next()).await {
+            Ok(Some(Ok(msg))) => out.push((msg.subject.to_string(), msg.payload.clone())),
             Ok(Some(Err(e))) => return Err(e.into()),
             Ok(None) | Err(_) => break,
         }

@@ -24,9 +24,7 @@ impl Response {
 }
 
 pub fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(64)
-        .build_http()
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build_http()
 }
 
 /// Sends a request with `headers` and `body`.
@@ -45,11 +43,7 @@ pub async fn send(
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await?.to_bytes();
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }
 
 pub async fn get(client: &HttpClient, url: &str) -> anyhow::Result<Response> {

@@ -24,11 +24,7 @@ impl Nats {
     /// Starts a server and connects. Fails with the set-up hint when nats-server is missing.
     pub async fn start() -> anyhow::Result<Self> {
         let server = LocalNatsServer::start()?;
-        let cfg = igrelay_bus::ConnectConfig {
-            url: server.url(),
-            name: "testkit".into(),
-            ..Default::default()
-        };
+        let cfg = igrelay_bus::ConnectConfig { url: server.url(), name: "testkit".into(), ..Default::default() };
         let client = igrelay_bus::connect(&cfg).await?;
         let js = igrelay_bus::connect::jetstream(client.clone(), std::time::Duration::from_secs(5));
         Ok(Self { server, client, js })
@@ -40,12 +36,8 @@ impl Nats {
 
     /// Creates every igrelay stream with test-friendly settings.
     pub async fn ensure_streams(&self) -> anyhow::Result<()> {
-        igrelay_bus::ensure_streams(
-            &self.js,
-            &igrelay_bus::TopologyConfig::default(),
-            &igrelay_bus::StreamDef::ALL,
-        )
-        .await?;
+        igrelay_bus::ensure_streams(&self.js, &igrelay_bus::TopologyConfig::default(), &igrelay_bus::StreamDef::ALL)
+            .await?;
         Ok(())
     }
 }

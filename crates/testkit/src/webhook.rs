@@ -16,10 +16,7 @@ pub fn encode(payload: &Value) -> Bytes {
 
 /// Headers of a webhook POST of `body` signed with `secret`.
 pub fn signed_headers(secret: &str, body: &[u8]) -> Vec<(&'static str, String)> {
-    vec![
-        ("content-type", "application/json".into()),
-        (SIGNATURE_HEADER, sign(secret.as_bytes(), body)),
-    ]
+    vec![("content-type", "application/json".into()), (SIGNATURE_HEADER, sign(secret.as_bytes(), body))]
 }
 
 /// `{"object":"instagram","entry":[...]}`
@@ -39,10 +36,7 @@ pub fn standby_entry(account: &str, time_ms: i64, items: Vec<Value>) -> Value {
 
 /// An entry with `changes[]` (Facebook Login shape; times in seconds).
 pub fn changes_entry(account: &str, time_s: i64, changes: Vec<(&str, Value)>) -> Value {
-    let changes: Vec<Value> = changes
-        .into_iter()
-        .map(|(f, v)| json!({"field": f, "value": v}))
-        .collect();
+    let changes: Vec<Value> = changes.into_iter().map(|(f, v)| json!({"field": f, "value": v})).collect();
     json!({"id": account, "time": time_s, "changes": changes})
 }
 
@@ -63,24 +57,12 @@ pub fn text_message(account: &str, user: &str, mid: &str, text: &str, timestamp_
     envelope(vec![messaging_entry(
         account,
         timestamp_ms + 50,
-        vec![item(
-            user,
-            account,
-            timestamp_ms,
-            "message",
-            json!({"mid": mid, "text": text}),
-        )],
+        vec![item(user, account, timestamp_ms, "message", json!({"mid": mid, "text": text}))],
     )])
 }
 
 /// A comment on media, in the Facebook Login `changes` shape.
-pub fn comment_change(
-    comment_id: &str,
-    user: &str,
-    username: &str,
-    text: &str,
-    media_id: &str,
-) -> Value {
+pub fn comment_change(comment_id: &str, user: &str, username: &str, text: &str, media_id: &str) -> Value {
     json!({
         "from": {"id": user, "username": username},
         "id": comment_id,

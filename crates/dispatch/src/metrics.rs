@@ -1,0 +1,42 @@
+//! Dispatch metrics (`igrelay_dispatch_*`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    pub outcomes: Family<OutcomeLabel, Counter>,
+    pub calls: Counter,
+    pub throttled: Counter,
+    pub retries: Counter,
+    pub partitions: Gauge,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("igrelay_dispatch");
+        r.register(
+            "outcomes",
+            "Commands finished, by outcome (sent, rejected, failed, expired, duplicate, dead_letter)",
+            m.outcomes.clone(),
+        );
+        r.register("graph_calls", "Graph API calls made", m.calls.clone());
+        r.register("throttled", "Graph API answers that were throttling errors", m.throttled.clone());
+        r.register("retries", "Retries after transient errors", m.retries.clone());
+        r.register("partitions_held", "Command partitions this process serves", m.partitions.clone());
+        m
+    }
+
+    pub fn outcome(&self, outcome: &'static str) {
+        self.outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}

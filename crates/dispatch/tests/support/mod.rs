@@ -1,0 +1,221 @@
+//! A whole send path for one test: nats-server, the emulator playing Meta and Instagram users,
+//! ingest receiving the emulator's webhooks, an account registered, and dispatch.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use igrelay_accounts::{AccountStore, AccountsConfig, Keyring, TokenKeyConfig};
+use igrelay_bus::{BusConfig, OutgoingMessage, Publisher};
+use igrelay_core::AccountId;
+use igrelay_core::v1::{self, CommandOutcome, SendCommand};
+use igrelay_dispatch::DispatchConfig;
+use igrelay_emulator::{EmulatorConfig, EmulatorHandle};
+use igrelay_runtime::Secret;
+use igrelay_testkit::Nats;
+use prost::Message as _;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub const ACCOUNT: &str = "17841400000000001";
+pub const TOKEN: &str = "IGAAemulatortoken1";
+const SECRET: &str = "dispatch-test-secret";
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+pub fn accounts_config() -> AccountsConfig {
+    AccountsConfig { token_keys: vec![TokenKeyConfig { id: "t".into(), key: Secret::new(KEY) }] }
+}
+
+pub struct Harness {
+    pub nats: Nats,
+    pub emulator: EmulatorHandle,
+    pub accounts: AccountStore,
+    pub bus: BusConfig,
+    pub shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    publisher: Publisher,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(|_, _| {}).await
+    }
+
+    pub async fn start_with(tune: impl FnOnce(&mut EmulatorConfig, &mut DispatchConfig)) -> Harness {
+        let nats = Nats::start().await.expect("nats-server (run deploy/local/setup.sh)");
+        let mut bus = BusConfig::default();
+        bus.nats.url = nats.url();
+        bus.topology.command_partitions = 4;
+        bus.topology.dispatch_lease_ttl = Duration::from_millis(1500);
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        // Ingest, so the emulator's webhooks (DMs, comments) reach the events stream.
+        let ingest_cfg = igrelay_ingest::IngestConfig {
+            verify_token: Secret::new("vt"),
+            app_secrets: vec![Secret::new(SECRET)],
+            ..Default::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ingest_url = format!("http://{}/webhooks/instagram", listener.local_addr().unwrap());
+        tasks.push(tokio::spawn(igrelay_ingest::run_with_listener(
+            ingest_cfg,
+            bus.clone(),
+            listener,
+            shutdown.clone(),
+        )));
+
+        let mut em = EmulatorConfig::for_tests();
+        // The emulator's clock is dispatch's clock, so windows agree.
+        em.frozen_clock_ms = None;
+        em.app_secret = SECRET.into();
+        em.webhooks.callback_url = Some(ingest_url);
+        let mut dcfg = DispatchConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+        tune(&mut em, &mut dcfg);
+        let emulator = igrelay_emulator::spawn(em).await.unwrap();
+
+        let keyring = Keyring::from_config(&accounts_config()).unwrap();
+        let accounts = AccountStore::open(&nats.js, &bus.topology, keyring).await.unwrap();
+        register(&accounts, TOKEN).await;
+
+        let h = Harness { publisher: Publisher::new(nats.js.clone()), nats, emulator, accounts, bus, shutdown, tasks };
+        h.spawn_dispatch(dcfg).await;
+        // Ready when ingest and dispatch created their streams and dispatch learns windows.
+        for _ in 0..400 {
+            let events = h.nats.js.get_stream("IGRELAY_EVENTS").await.is_ok();
+            let windows = match h.nats.js.get_stream("IGRELAY_EVENTS").await {
+                Ok(s) => s.consumer_info("dispatch-windows").await.is_ok(),
+                Err(_) => false,
+            };
+            if events && windows && h.nats.js.get_stream("IGRELAY_COMMANDS").await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        h
+    }
+
+    /// Starts one more dispatch process (in this process: its own NATS connection and lease).
+    pub async fn spawn_dispatch(&self, cfg: DispatchConfig) -> CancellationToken {
+        let stop = self.shutdown.child_token();
+        let graph = igrelay_graph::GraphConfig::single_host(self.emulator.base_url.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let task = tokio::spawn(igrelay_dispatch::run_with_listener(
+            cfg,
+            graph,
+            accounts_config(),
+            self.bus.clone(),
+            listener,
+            stop.clone(),
+        ));
+        drop(task);
+        stop
+    }
+
+    /// A user writes to the account (opens the window); returns the user's message id.
+    pub async fn user_writes(&self, user: &str, text: &str) -> String {
+        let r = self.emulator.admin.simulate_dm(ACCOUNT, user, text).await.unwrap();
+        r["mid"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits (bounded) until dispatch has learned the user's window from the events stream.
+    pub async fn wait_window(&self, user: &str) {
+        let kv = self.nats.js.get_key_value("igrelay_windows").await;
+        for _ in 0..200 {
+            if let Ok(kv) = &kv
+                && kv.get(format!("w.{ACCOUNT}.{user}")).await.ok().flatten().is_some()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("window of {user} never learned");
+    }
+
+    pub async fn send(&self, cmd: SendCommand) {
+        let subject = igrelay_bus::subjects::send_command(&AccountId::parse(cmd.account_id.clone()).unwrap());
+        let msg = OutgoingMessage::proto(subject, cmd.command_id.clone(), &cmd);
+        self.publisher.publish(msg, &opentelemetry_cx(), Duration::from_secs(5)).await.unwrap();
+    }
+
+    /// Publishes raw bytes as a command (for undecodable input).
+    pub async fn send_raw(&self, subject: &str, id: &str, payload: &[u8]) {
+        let msg = OutgoingMessage {
+            subject: subject.into(),
+            msg_id: id.into(),
+            type_name: "x",
+            kind: None,
+            payload: Bytes::copy_from_slice(payload),
+        };
+        self.publisher.publish(msg, &opentelemetry_cx(), Duration::from_secs(5)).await.unwrap();
+    }
+
+    /// All outcomes so far.
+    pub async fn outcomes(&self) -> Vec<(String, CommandOutcome)> {
+        igrelay_testkit::events::read_raw(&self.nats.js, "IGRELAY_OUTCOMES", ">")
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(s, p)| (s, CommandOutcome::decode(p).unwrap()))
+            .collect()
+    }
+
+    /// Waits (bounded) for the outcome of `command_id`.
+    pub async fn outcome(&self, command_id: &str) -> CommandOutcome {
+        self.outcome_within(command_id, 300).await.unwrap_or_else(|| panic!("no outcome for {command_id}"))
+    }
+
+    pub async fn outcome_within(&self, command_id: &str, tries: u32) -> Option<CommandOutcome> {
+        for _ in 0..tries {
+            if let Some((_, o)) = self.outcomes().await.into_iter().find(|(_, o)| o.command_id == command_id) {
+                return Some(o);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Messages the emulator holds for the conversation with `user`, in order.
+    pub async fn conversation(&self, user: &str) -> Vec<Value> {
+        let v = self.emulator.admin.messages(ACCOUNT, user).await.unwrap();
+        v["messages"].as_array().cloned().or_else(|| v.as_array().cloned()).unwrap_or_default()
+    }
+
+    pub async fn graph_calls(&self, endpoint: &str) -> u64 {
+        let v = self.emulator.admin.calls().await.unwrap();
+        v["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["endpoint"] == endpoint)
+            .map(|c| c["calls"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    pub async fn throttled(&self) -> u64 {
+        self.emulator.admin.calls().await.unwrap()["throttled"].as_u64().unwrap_or(0)
+    }
+
+    pub async fn fault(&self, f: Value) {
+        self.emulator.admin.fault(&f).await.unwrap();
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        // Let dispatch processes finish their shutdown before the server goes.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn register(accounts: &AccountStore, token: &str) {
+    let account =
+        v1::Account { account_id: ACCOUNT.into(), login_type: v1::LoginType::Instagram as i32, ..Default::default() };
+    accounts.put(account, token).await.unwrap();
+}
+
+fn opentelemetry_cx() -> opentelemetry::Context {
+    opentelemetry::Context::new()
+}
