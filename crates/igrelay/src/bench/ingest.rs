@@ -42,7 +42,7 @@ pub struct BaselineArgs {
 }
 
 /// A child process killed on drop.
-struct ChildGuard(Child);
+pub(super) struct ChildGuard(pub(super) Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -184,7 +184,7 @@ async fn wait_ready(client: &thttp::HttpClient, addr: SocketAddr) -> anyhow::Res
 }
 
 /// (VmRSS, VmHWM) in KiB from /proc; zeros where /proc is not available.
-fn rss_of(pid: u32) -> (u64, u64) {
+pub(super) fn rss_of(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status

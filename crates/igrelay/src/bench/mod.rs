@@ -1,6 +1,7 @@
 //! `igrelay bench <what>`: measurements that print one JSON object, each compared with a
 //! baseline measured in the same run on the same machine.
 
+mod dispatch;
 mod ingest;
 mod load;
 
@@ -10,6 +11,8 @@ use crate::config::Config;
 pub enum BenchCommand {
     /// Webhook ingest against the least a durable ingest can do (see docs/benchmarks.md).
     Ingest(ingest::IngestBenchArgs),
+    /// Dispatch against Meta's per-account limit, enforced by the emulator (see docs/benchmarks.md).
+    Dispatch(dispatch::DispatchBenchArgs),
     /// The baseline server of `bench ingest` (started by it; not for direct use).
     #[command(hide = true)]
     BaselineServer(ingest::BaselineArgs),
@@ -18,6 +21,7 @@ pub enum BenchCommand {
 pub async fn run(cfg: Config, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest::run(args).await,
+        BenchCommand::Dispatch(args) => dispatch::run(args).await,
         BenchCommand::BaselineServer(args) => ingest::baseline_server(cfg, args).await,
     }
 }
