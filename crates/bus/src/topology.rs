@@ -285,6 +285,13 @@ impl KvDef {
     }
 }
 
+/// Key in [`KvDef::Idempotency`] under which dispatch records which command sent message `mid`,
+/// so ingest can tell echoes of igrelay's own messages from messages typed in the Instagram app.
+pub fn sent_message_key(mid: &str) -> String {
+    use sha2::Digest;
+    format!("mid.{}", hex::encode(&sha2::Sha256::digest(mid.as_bytes())[..16]))
+}
+
 /// Creates or updates a KV bucket and returns it.
 pub async fn ensure_kv(
     js: &jetstream::Context,

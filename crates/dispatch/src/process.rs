@@ -107,10 +107,6 @@ fn idem_key(account: &str, command_id: &str) -> String {
     format!("cmd.{}", hex::encode(&h[..16]))
 }
 
-/// KV key recording which command sent a message id (for telling echoes apart).
-pub fn sent_key(mid: &str) -> String {
-    format!("mid.{}", hex::encode(&Sha256::digest(mid)[..16]))
-}
 
 const IN_FLIGHT: u8 = b'I';
 const DONE: u8 = b'D';
@@ -445,7 +441,7 @@ async fn process(
                     let _ = ctx.windows.mark_replied(acct, c, now_ms).await;
                 }
                 if !sent.message_id.is_empty() {
-                    let _ = ctx.idem.put(sent_key(&sent.message_id), Bytes::from(id.clone())).await;
+                    let _ = ctx.idem.put(igrelay_bus::topology::sent_message_key(&sent.message_id), Bytes::from(id.clone())).await;
                 }
                 return done(attempts, OutcomeResult::Sent(sent));
             }

@@ -477,3 +477,29 @@ async fn an_undecodable_command_is_dead_lettered() {
     assert_eq!(n, 1);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoes_of_sent_messages_carry_the_command_id() {
+    let h = Harness::start().await;
+    let user = "5500000000000107";
+    h.user_writes(user, "hi").await;
+    h.wait_window(user).await;
+    h.send(text("echo-1", user, "this comes back as an echo")).await;
+    let mid = sent(&h.outcome("echo-1").await).message_id.clone();
+    let mut echo = None;
+    for _ in 0..200 {
+        let events = igrelay_testkit::events::read_all(&h.nats.js, &format!("ig.v1.evt.{ACCOUNT}.message_echo")).await.unwrap();
+        echo = events.into_iter().find_map(|e| match e.event.payload {
+            Some(v1::event::Payload::Message(m)) if m.mid == mid => Some(m),
+            _ => None,
+        });
+        if echo.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let echo = echo.expect("the emulator echoes sent messages through ingest");
+    assert!(echo.is_echo);
+    assert_eq!(echo.sent_by_command_id, "echo-1", "the echo is recognised as igrelay's own message");
+    h.stop().await;
+}

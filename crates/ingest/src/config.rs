@@ -26,6 +26,12 @@ pub struct IngestConfig {
     pub publish_deadline: Duration,
     /// Seconds in the `Retry-After` header of a 503.
     pub retry_after_s: u32,
+    /// How long an echo may wait for dispatch's record of the message it sent (Meta can send
+    /// the echo before the Send API answer arrived), to mark echoes of igrelay's own messages
+    /// with the command id. Echoes of messages typed in the Instagram app wait this long; 0
+    /// turns the correlation off.
+    #[serde(with = "humantime_ms")]
+    pub echo_correlation_wait: Duration,
 }
 
 impl Default for IngestConfig {
@@ -38,6 +44,7 @@ impl Default for IngestConfig {
             max_body_bytes: 8 * 1024 * 1024,
             publish_deadline: Duration::from_secs(2),
             retry_after_s: 5,
+            echo_correlation_wait: Duration::from_millis(300),
         }
     }
 }

@@ -35,6 +35,8 @@ struct Shared {
     client: async_nats::Client,
     streams_ready: Arc<AtomicBool>,
     metrics: Metrics,
+    /// Dispatch's records of sent message ids (bucket igrelay_idempotency), once opened.
+    sent: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
 }
 
 /// Binds `cfg.listen` and serves until `shutdown`.
@@ -65,8 +67,9 @@ pub async fn run_with_listener(
         client: client.clone(),
         streams_ready: Arc::new(AtomicBool::new(false)),
         metrics,
+        sent: Arc::default(),
     });
-    tokio::spawn(keep_streams(js, bus.topology, client.clone(), state.streams_ready.clone(), shutdown.clone()));
+    tokio::spawn(keep_streams(js, bus.topology, client.clone(), state.clone(), shutdown.clone()));
 
     let readiness = {
         let (client, ready) = (client.clone(), state.streams_ready.clone());
@@ -102,7 +105,7 @@ async fn keep_streams(
     js: async_nats::jetstream::Context,
     topology: igrelay_bus::TopologyConfig,
     client: async_nats::Client,
-    ready: Arc<AtomicBool>,
+    state: AppState,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -114,13 +117,46 @@ async fn keep_streams(
                     false
                 }
             };
-        ready.store(ok, Ordering::Relaxed);
+        if ok && state.sent.get().is_none() && !state.cfg.echo_correlation_wait.is_zero() {
+            match igrelay_bus::ensure_kv(&js, &topology, igrelay_bus::topology::KvDef::Idempotency).await {
+                Ok(kv) => {
+                    let _ = state.sent.set(kv);
+                }
+                Err(e) => tracing::warn!(error = %e, "echo correlation not available yet"),
+            }
+        }
+        state.streams_ready.store(ok, Ordering::Relaxed);
         let pause = if ok { Duration::from_secs(5) } else { Duration::from_millis(500) };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Marks echoes of messages igrelay sent with the command that sent them.
+async fn correlate_echoes(s: &AppState, events: &mut [crate::parse::ParsedEvent]) {
+    use igrelay_core::v1::event::Payload;
+    let Some(kv) = s.sent.get() else { return };
+    let until = tokio::time::Instant::now() + s.cfg.echo_correlation_wait;
+    let lookups = events.iter_mut().filter_map(|e| match e.event.payload.as_mut() {
+        Some(Payload::Message(m)) if m.is_echo && !m.mid.is_empty() => Some(m),
+        _ => None,
+    });
+    let futures = lookups.map(|m| async move {
+        let key = igrelay_bus::topology::sent_message_key(&m.mid);
+        loop {
+            if let Ok(Some(id)) = kv.get(&key).await {
+                m.sent_by_command_id = String::from_utf8_lossy(&id).into_owned();
+                return;
+            }
+            if tokio::time::Instant::now() + Duration::from_millis(25) > until {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    futures::future::join_all(futures).await;
 }
 
 /// Meta's subscription handshake.
@@ -202,7 +238,8 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, span: &tracing::S
     }
 
     let ctx = DeliveryContext::new(&bytes, igrelay_core::time::now_ms());
-    let events = parse_delivery(&bytes, &ctx);
+    let mut events = parse_delivery(&bytes, &ctx);
+    correlate_echoes(s, &mut events).await;
     span.record("events", events.len());
     let kinds: Vec<&'static str> = events.iter().map(|e| e.kind.token()).collect();
     let messages: Vec<OutgoingMessage> = events
