@@ -12,10 +12,7 @@ const SECRET: &str = "e2e-secret";
 
 async fn wait_ready(client: &http::HttpClient, base: &str) {
     for _ in 0..200 {
-        if http::get(client, &format!("{base}/readyz"))
-            .await
-            .is_ok_and(|r| r.status == 200)
-        {
+        if http::get(client, &format!("{base}/readyz")).await.is_ok_and(|r| r.status == 200) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -41,13 +38,7 @@ async fn ingest_binary_stores_a_signed_webhook_and_stops_cleanly_on_sigterm() {
     let client = http::client();
     wait_ready(&client, &base).await;
 
-    let body = webhook::encode(&webhook::text_message(
-        "17841400000000001",
-        "55",
-        "m-e2e",
-        "hello",
-        1_743_480_368_714,
-    ));
+    let body = webhook::encode(&webhook::text_message("17841400000000001", "55", "m-e2e", "hello", 1_743_480_368_714));
     let r = http::send(
         &client,
         http::Method::POST,
@@ -58,16 +49,10 @@ async fn ingest_binary_stores_a_signed_webhook_and_stops_cleanly_on_sigterm() {
     .await
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    let events = igrelay_testkit::events::read_all(&nats.js, "ig.v1.evt.17841400000000001.message")
-        .await
-        .unwrap();
+    let events = igrelay_testkit::events::read_all(&nats.js, "ig.v1.evt.17841400000000001.message").await.unwrap();
     assert_eq!(events.len(), 1);
 
-    assert_eq!(
-        igrelay.terminate(Duration::from_secs(10)).unwrap(),
-        Some(0),
-        "SIGTERM exits 0"
-    );
+    assert_eq!(igrelay.terminate(Duration::from_secs(10)).unwrap(), Some(0), "SIGTERM exits 0");
 }
 
 #[tokio::test]
@@ -104,41 +89,25 @@ async fn dev_starts_nats_and_ingest_and_prints_the_urls() {
         &[],
     )
     .unwrap();
-    let line = dev
-        .line_containing("webhook callback", Duration::from_secs(30))
-        .expect("dev prints the webhook URL");
+    let line = dev.line_containing("webhook callback", Duration::from_secs(30)).expect("dev prints the webhook URL");
     let url = line.split_whitespace().last().unwrap().to_owned();
     assert!(
-        dev.line_containing("app secret", Duration::from_secs(5))
-            .is_some(),
+        dev.line_containing("app secret", Duration::from_secs(5)).is_some(),
         "dev prints the development app secret"
     );
     let base = url.trim_end_matches("/webhooks/instagram").to_owned();
     let client = http::client();
     wait_ready(&client, &base).await;
 
-    let body = webhook::encode(&webhook::text_message(
-        "17841400000000001",
-        "55",
-        "m-dev",
-        "hello",
-        1_743_480_368_714,
-    ));
-    let r = http::send(
-        &client,
-        http::Method::POST,
-        &url,
-        &webhook::signed_headers("igrelay-dev-app-secret", &body),
-        body,
-    )
-    .await
-    .unwrap();
+    let body = webhook::encode(&webhook::text_message("17841400000000001", "55", "m-dev", "hello", 1_743_480_368_714));
+    let r =
+        http::send(&client, http::Method::POST, &url, &webhook::signed_headers("igrelay-dev-app-secret", &body), body)
+            .await
+            .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let challenge = http::get(
         &client,
-        &format!(
-            "{url}?hub.mode=subscribe&hub.challenge=42&hub.verify_token=igrelay-dev-verify-token"
-        ),
+        &format!("{url}?hub.mode=subscribe&hub.challenge=42&hub.verify_token=igrelay-dev-verify-token"),
     )
     .await
     .unwrap();

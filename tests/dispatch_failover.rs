@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use igrelay_accounts::{AccountStore, AccountsConfig, Keyring, TokenKeyConfig};
 use igrelay_bus::{BusConfig, OutgoingMessage, Publisher};
-use igrelay_core::v1::{self, command_outcome::Result as R, recipient::Target, send_command::Content, SendCommand};
 use igrelay_core::AccountId;
+use igrelay_core::v1::{self, SendCommand, command_outcome::Result as R, recipient::Target, send_command::Content};
 use igrelay_e2e::Running;
 use igrelay_emulator::EmulatorConfig;
 use igrelay_runtime::Secret;
@@ -69,15 +69,28 @@ async fn three_dispatchers_one_killed_nothing_lost_order_and_limits_hold() {
     em.rate_limits.send_per_s = LIMIT;
     let emulator = igrelay_emulator::spawn(em).await.unwrap();
 
-    let keyring = Keyring::from_config(&AccountsConfig { token_keys: vec![TokenKeyConfig { id: "t".into(), key: Secret::new(KEY) }] }).unwrap();
+    let keyring = Keyring::from_config(&AccountsConfig {
+        token_keys: vec![TokenKeyConfig { id: "t".into(), key: Secret::new(KEY) }],
+    })
+    .unwrap();
     let accounts = AccountStore::open(&nats.js, &bus.topology, keyring).await.unwrap();
     accounts
-        .put(v1::Account { account_id: ACCOUNT.into(), login_type: v1::LoginType::Instagram as i32, ..Default::default() }, "IGAAemulatortoken1")
+        .put(
+            v1::Account {
+                account_id: ACCOUNT.into(),
+                login_type: v1::LoginType::Instagram as i32,
+                ..Default::default()
+            },
+            "IGAAemulatortoken1",
+        )
         .await
         .unwrap();
 
     let mut procs: Vec<Running> = (0..3).map(|_| dispatch(&nats.url(), &emulator.base_url)).collect();
-    wait_for(|| async { nats.js.get_stream("IGRELAY_COMMANDS").await.is_ok() && nats.js.get_stream("IGRELAY_EVENTS").await.is_ok() }).await;
+    wait_for(|| async {
+        nats.js.get_stream("IGRELAY_COMMANDS").await.is_ok() && nats.js.get_stream("IGRELAY_EVENTS").await.is_ok()
+    })
+    .await;
     let users: Vec<String> = (0..USERS).map(|i| format!("55000000000003{i:02}")).collect();
     for u in &users {
         emulator.admin.simulate_dm(ACCOUNT, u, "hi").await.unwrap();
@@ -139,7 +152,11 @@ async fn three_dispatchers_one_killed_nothing_lost_order_and_limits_hold() {
     for u in &users {
         let conv = emulator.admin.messages(ACCOUNT, u).await.unwrap();
         let list = conv["messages"].as_array().cloned().or_else(|| conv.as_array().cloned()).unwrap();
-        let texts: Vec<usize> = list.iter().filter(|m| m["inbound"] == false).map(|m| m["text"].as_str().unwrap().parse().unwrap()).collect();
+        let texts: Vec<usize> = list
+            .iter()
+            .filter(|m| m["inbound"] == false)
+            .map(|m| m["text"].as_str().unwrap().parse().unwrap())
+            .collect();
         let mut dedup = texts.clone();
         dedup.dedup();
         duplicates += texts.len() - dedup.len();

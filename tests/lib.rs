@@ -35,11 +35,7 @@ impl Running {
     /// Starts `igrelay <args>` with `env` added to the environment.
     pub fn start(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(igrelay_bin()?);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .env("RUST_LOG", "warn");
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).env("RUST_LOG", "warn");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -70,9 +66,7 @@ impl Running {
 
     /// Sends SIGTERM and waits (bounded) for the exit code.
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -93,7 +87,5 @@ impl Drop for Running {
 
 /// A free loopback port.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

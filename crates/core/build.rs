@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "igrelay/v1/events.proto",
         "igrelay/v1/commands.proto",
         "igrelay/v1/outcomes.proto",
+        "igrelay/v1/profiles.proto",
+        "igrelay/v1/audit.proto",
+        "igrelay/v1/gateway.proto",
     ];
     let fds = protox::compile(files, [&root])?;
     let mut config = prost_build::Config::new();

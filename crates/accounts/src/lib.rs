@@ -46,9 +46,7 @@ pub enum AccountsError {
         "account {account}: token was encrypted with key {key_id:?}, which is not configured in accounts.token_keys"
     )]
     UnknownKey { account: String, key_id: String },
-    #[error(
-        "account {account}: token cannot be decrypted with key {key_id:?} (wrong key material?)"
-    )]
+    #[error("account {account}: token cannot be decrypted with key {key_id:?} (wrong key material?)")]
     Decrypt { account: String, key_id: String },
     #[error("account {0} is not registered")]
     NotFound(String),
@@ -65,10 +63,7 @@ pub struct Keyring {
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyring")
-            .field("current", &self.current)
-            .field("keys", &self.keys.len())
-            .finish()
+        f.debug_struct("Keyring").field("current", &self.current).field("keys", &self.keys.len()).finish()
     }
 }
 
@@ -76,76 +71,46 @@ impl Keyring {
     pub fn from_config(cfg: &AccountsConfig) -> Result<Self, AccountsError> {
         let first = cfg.token_keys.first().ok_or_else(|| {
             AccountsError::Config(
-                "at least one key is required (32 random bytes, base64: `openssl rand -base64 32`)"
-                    .into(),
+                "at least one key is required (32 random bytes, base64: `openssl rand -base64 32`)".into(),
             )
         })?;
         let mut keys = HashMap::new();
         for k in &cfg.token_keys {
             if k.id.is_empty() {
-                return Err(AccountsError::Config(
-                    "every key needs a non-empty id".into(),
-                ));
+                return Err(AccountsError::Config("every key needs a non-empty id".into()));
             }
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(k.key.expose().trim())
-                .map_err(|_| {
-                    AccountsError::Config(format!("key {:?} is not valid base64", k.id))
-                })?;
+                .map_err(|_| AccountsError::Config(format!("key {:?} is not valid base64", k.id)))?;
             if bytes.len() != 32 {
-                return Err(AccountsError::Config(format!(
-                    "key {:?} must be 32 bytes, is {}",
-                    k.id,
-                    bytes.len()
-                )));
+                return Err(AccountsError::Config(format!("key {:?} must be 32 bytes, is {}", k.id, bytes.len())));
             }
-            if keys
-                .insert(k.id.clone(), ChaCha20Poly1305::new(Key::from_slice(&bytes)))
-                .is_some()
-            {
-                return Err(AccountsError::Config(format!(
-                    "key id {:?} appears twice",
-                    k.id
-                )));
+            if keys.insert(k.id.clone(), ChaCha20Poly1305::new(Key::from_slice(&bytes))).is_some() {
+                return Err(AccountsError::Config(format!("key id {:?} appears twice", k.id)));
             }
         }
-        Ok(Self {
-            current: first.id.clone(),
-            keys,
-        })
+        Ok(Self { current: first.id.clone(), keys })
     }
 
     fn encrypt(&self, plaintext: &str) -> (String, Vec<u8>, Vec<u8>) {
         let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
         // Encryption with a valid key and in-memory buffers does not fail.
-        let ct = self
-            .keys
-            .get(&self.current)
-            .and_then(|c| c.encrypt(&nonce, plaintext.as_bytes()).ok())
-            .unwrap_or_default();
+        let ct =
+            self.keys.get(&self.current).and_then(|c| c.encrypt(&nonce, plaintext.as_bytes()).ok()).unwrap_or_default();
         (self.current.clone(), nonce.to_vec(), ct)
     }
 
     fn decrypt(&self, account: &str, stored: &StoredAccount) -> Result<String, AccountsError> {
-        let cipher =
-            self.keys
-                .get(&stored.token_key_id)
-                .ok_or_else(|| AccountsError::UnknownKey {
-                    account: account.into(),
-                    key_id: stored.token_key_id.clone(),
-                })?;
-        let fail = || AccountsError::Decrypt {
+        let cipher = self.keys.get(&stored.token_key_id).ok_or_else(|| AccountsError::UnknownKey {
             account: account.into(),
             key_id: stored.token_key_id.clone(),
-        };
+        })?;
+        let fail = || AccountsError::Decrypt { account: account.into(), key_id: stored.token_key_id.clone() };
         if stored.token_nonce.len() != 12 {
             return Err(fail());
         }
         let pt = cipher
-            .decrypt(
-                Nonce::from_slice(&stored.token_nonce),
-                stored.token_ciphertext.as_ref(),
-            )
+            .decrypt(Nonce::from_slice(&stored.token_nonce), stored.token_ciphertext.as_ref())
             .map_err(|_| fail())?;
         String::from_utf8(pt).map_err(|_| fail())
     }
@@ -196,19 +161,11 @@ impl AccountStore {
         if igrelay_core::ids::check_token(id).is_err() {
             return Ok(None);
         }
-        let entry = self
-            .kv
-            .entry(id)
-            .await
-            .map_err(|e| AccountsError::Kv(e.to_string()))?;
+        let entry = self.kv.entry(id).await.map_err(|e| AccountsError::Kv(e.to_string()))?;
         match entry {
             Some(e) if e.operation == kv::Operation::Put => {
-                let stored = StoredAccount::decode(e.value.clone()).map_err(|err| {
-                    AccountsError::Decode {
-                        account: id.into(),
-                        reason: err.to_string(),
-                    }
-                })?;
+                let stored = StoredAccount::decode(e.value.clone())
+                    .map_err(|err| AccountsError::Decode { account: id.into(), reason: err.to_string() })?;
                 Ok(Some((stored, e.revision)))
             }
             _ => Ok(None),
@@ -244,8 +201,7 @@ impl AccountStore {
             let Some(account) = stored.account.as_mut() else {
                 return Ok(None);
             };
-            let previous =
-                AccountStatus::try_from(account.status).unwrap_or(AccountStatus::Unspecified);
+            let previous = AccountStatus::try_from(account.status).unwrap_or(AccountStatus::Unspecified);
             if previous == status {
                 return Ok(None);
             }
@@ -253,27 +209,17 @@ impl AccountStore {
             account.status_reason = reason.to_owned();
             account.updated_time = Some(igrelay_core::time::now());
             let account = account.clone();
-            match self
-                .kv
-                .update(id, Bytes::from(stored.encode_to_vec()), revision)
-                .await
-            {
+            match self.kv.update(id, Bytes::from(stored.encode_to_vec()), revision).await {
                 Ok(_) => return Ok(Some((previous, account))),
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(e) => return Err(AccountsError::Kv(e.to_string())),
             }
         }
-        Err(AccountsError::Kv(format!(
-            "account {id}: status update kept conflicting with other writers"
-        )))
+        Err(AccountsError::Kv(format!("account {id}: status update kept conflicting with other writers")))
     }
 
     pub async fn list(&self) -> Result<Vec<Account>, AccountsError> {
-        let mut keys = self
-            .kv
-            .keys()
-            .await
-            .map_err(|e| AccountsError::Kv(e.to_string()))?;
+        let mut keys = self.kv.keys().await.map_err(|e| AccountsError::Kv(e.to_string()))?;
         let mut out = Vec::new();
         while let Some(key) = keys.next().await {
             let key = key.map_err(|e| AccountsError::Kv(e.to_string()))?;
@@ -289,10 +235,7 @@ impl AccountStore {
         if self.get(id).await?.is_none() {
             return Ok(false);
         }
-        self.kv
-            .purge(id)
-            .await
-            .map_err(|e| AccountsError::Kv(e.to_string()))?;
+        self.kv.purge(id).await.map_err(|e| AccountsError::Kv(e.to_string()))?;
         Ok(true)
     }
 

@@ -54,17 +54,12 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<async_nats::Client, BusError
         })
         .connect(&cfg.url)
         .await
-        .map_err(|source| BusError::Connect {
-            url: cfg.url.clone(),
-            source,
-        })
+        .map_err(|source| BusError::Connect { url: cfg.url.clone(), source })
 }
 
 /// A JetStream context whose API and publish-ack timeout is `timeout`.
 pub fn jetstream(client: async_nats::Client, timeout: Duration) -> async_nats::jetstream::Context {
-    async_nats::jetstream::ContextBuilder::new()
-        .timeout(timeout)
-        .build(client)
+    async_nats::jetstream::ContextBuilder::new().timeout(timeout).build(client)
 }
 
 /// Whether the client is connected right now.
@@ -81,16 +76,11 @@ pub mod humantime_ms {
     /// Written back in the largest unit that divides it exactly: `"2h"`, `"500ms"`.
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         let ms = d.as_millis() as u64;
-        let text = [
-            (86_400_000, "d"),
-            (3_600_000, "h"),
-            (60_000, "m"),
-            (1000, "s"),
-        ]
-        .iter()
-        .find(|(unit, _)| ms > 0 && ms.is_multiple_of(*unit))
-        .map(|(unit, name)| format!("{}{name}", ms / unit))
-        .unwrap_or_else(|| format!("{ms}ms"));
+        let text = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")]
+            .iter()
+            .find(|(unit, _)| ms > 0 && ms.is_multiple_of(*unit))
+            .map(|(unit, name)| format!("{}{name}", ms / unit))
+            .unwrap_or_else(|| format!("{ms}ms"));
         s.serialize_str(&text)
     }
 
@@ -112,9 +102,7 @@ pub mod humantime_ms {
         let t = text.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration like 250ms, 5s, 2m, 1h or 7d"))?;
+        let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration like 250ms, 5s, 2m, 1h or 7d"))?;
         let ms = match unit.trim() {
             "" | "ms" => n,
             "s" => n * 1000,
@@ -122,9 +110,7 @@ pub mod humantime_ms {
             "h" => n * 3_600_000,
             "d" => n * 86_400_000,
             other => {
-                return Err(format!(
-                    "unknown duration unit {other:?} in {text:?} (use ms, s, m, h or d)"
-                ));
+                return Err(format!("unknown duration unit {other:?} in {text:?} (use ms, s, m, h or d)"));
             }
         };
         Ok(Duration::from_millis(ms))

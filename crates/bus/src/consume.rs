@@ -15,8 +15,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::topology::StreamDef;
 use crate::{
-    BusError, DLQ_DELIVERED_HEADER, DLQ_REASON_HEADER, DLQ_STREAM_SEQ_HEADER, DLQ_SUBJECT_HEADER,
-    subjects, trace,
+    BusError, DLQ_DELIVERED_HEADER, DLQ_REASON_HEADER, DLQ_STREAM_SEQ_HEADER, DLQ_SUBJECT_HEADER, subjects, trace,
 };
 
 /// A durable pull consumer.
@@ -62,11 +61,7 @@ impl ConsumerDef {
             ack_wait: self.ack_wait,
             // One delivery beyond our own limit: we dead-letter on the last one we see, so the
             // server never silently stops delivering a message we have not settled.
-            max_deliver: if self.max_deliver > 0 {
-                self.max_deliver + 1
-            } else {
-                -1
-            },
+            max_deliver: if self.max_deliver > 0 { self.max_deliver + 1 } else { -1 },
             filter_subjects: self.filter_subjects.clone(),
             max_ack_pending: self.max_ack_pending,
             ..Default::default()
@@ -109,28 +104,15 @@ where
     H: FnMut(Delivery) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
 {
-    let consumer_err = |reason: String| BusError::Consumer {
-        stream: def.stream.name().into(),
-        consumer: def.durable.clone(),
-        reason,
-    };
-    let stream = js
-        .get_stream(def.stream.name())
-        .await
-        .map_err(|e| consumer_err(e.to_string()))?;
-    let consumer: jetstream::consumer::Consumer<pull::Config> = stream
-        .create_consumer(def.config())
-        .await
-        .map_err(|e| consumer_err(e.to_string()))?;
+    let consumer_err =
+        |reason: String| BusError::Consumer { stream: def.stream.name().into(), consumer: def.durable.clone(), reason };
+    let stream = js.get_stream(def.stream.name()).await.map_err(|e| consumer_err(e.to_string()))?;
+    let consumer: jetstream::consumer::Consumer<pull::Config> =
+        stream.create_consumer(def.config()).await.map_err(|e| consumer_err(e.to_string()))?;
     let dlq_subject = subjects::dead_letter(def.stream.name(), &def.durable);
 
     while !shutdown.is_cancelled() {
-        let batch = consumer
-            .fetch()
-            .max_messages(def.batch)
-            .expires(Duration::from_secs(1))
-            .messages()
-            .await;
+        let batch = consumer.fetch().max_messages(def.batch).expires(Duration::from_secs(1)).messages().await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -163,9 +145,7 @@ where
         }
         // Hand back what was fetched but not started because shutdown arrived mid-batch.
         if shutdown.is_cancelled() {
-            while let Ok(Some(Ok(msg))) =
-                tokio::time::timeout(Duration::from_millis(50), batch.next()).await
-            {
+            while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(50), batch.next()).await {
                 hand_back(&msg).await;
             }
         }
@@ -190,10 +170,7 @@ async fn handle_one<H, Fut>(
     H: FnMut(Delivery) -> Fut,
     Fut: Future<Output = Result<(), HandlerError>>,
 {
-    let (delivered, stream_sequence) = msg
-        .info()
-        .map(|i| (i.delivered, i.stream_sequence))
-        .unwrap_or((1, 0));
+    let (delivered, stream_sequence) = msg.info().map(|i| (i.delivered, i.stream_sequence)).unwrap_or((1, 0));
     let headers = msg.headers.clone().unwrap_or_default();
     let span = tracing::info_span!(
         "process",
@@ -221,9 +198,7 @@ async fn handle_one<H, Fut>(
     let _enter = span.enter();
     let settle = match result {
         Ok(()) => msg.ack().await,
-        Err(HandlerError::Retry { reason, after })
-            if def.max_deliver <= 0 || delivered < def.max_deliver =>
-        {
+        Err(HandlerError::Retry { reason, after }) if def.max_deliver <= 0 || delivered < def.max_deliver => {
             tracing::warn!(delivered, %reason, "handler will retry");
             msg.ack_with(AckKind::Nak(Some(after))).await
         }
@@ -257,23 +232,16 @@ pub async fn dead_letter(
     headers.insert(DLQ_SUBJECT_HEADER, msg.subject.as_str());
     headers.insert(DLQ_DELIVERED_HEADER, delivered.to_string().as_str());
     if let Ok(info) = msg.info() {
-        headers.insert(
-            DLQ_STREAM_SEQ_HEADER,
-            info.stream_sequence.to_string().as_str(),
-        );
+        headers.insert(DLQ_STREAM_SEQ_HEADER, info.stream_sequence.to_string().as_str());
     }
-    let stored = match js
-        .publish_with_headers(dlq_subject.to_owned(), headers, msg.payload.clone())
-        .await
-    {
+    let stored = match js.publish_with_headers(dlq_subject.to_owned(), headers, msg.payload.clone()).await {
         Ok(ack) => ack.await.is_ok(),
         Err(_) => false,
     };
     let settle = if stored {
         msg.ack_with(AckKind::Term).await
     } else {
-        msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
-            .await
+        msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await
     };
     if let Err(e) = settle {
         tracing::warn!(error = %e, "could not settle dead-lettered message");
@@ -282,9 +250,7 @@ pub async fn dead_letter(
 
 /// Header values may not contain CR or LF.
 fn sanitize_header(s: &str) -> String {
-    s.chars()
-        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-        .collect()
+    s.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect()
 }
 
 /// The parent context of a delivery, for handlers that start their own spans.

@@ -4,33 +4,17 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("cannot connect to NATS at {url}: {source}")]
-    Connect {
-        url: String,
-        source: async_nats::ConnectError,
-    },
+    Connect { url: String, source: async_nats::ConnectError },
     #[error("cannot create or update stream {stream}: {source}")]
-    Stream {
-        stream: String,
-        source: async_nats::jetstream::context::CreateStreamError,
-    },
+    Stream { stream: String, source: async_nats::jetstream::context::CreateStreamError },
     #[error("cannot create or update KV bucket {bucket}: {source}")]
-    Kv {
-        bucket: String,
-        source: async_nats::jetstream::context::CreateKeyValueError,
-    },
+    Kv { bucket: String, source: async_nats::jetstream::context::CreateKeyValueError },
     #[error("cannot create consumer {consumer} on stream {stream}: {reason}")]
-    Consumer {
-        stream: String,
-        consumer: String,
-        reason: String,
-    },
+    Consumer { stream: String, consumer: String, reason: String },
     #[error("publish to {subject} failed: {reason}")]
     Publish { subject: String, reason: String },
     #[error("JetStream did not acknowledge within {0:?}")]
     AckTimeout(Duration),
     #[error("invalid subject token {token:?}: {source}")]
-    Token {
-        token: String,
-        source: igrelay_core::IdError,
-    },
+    Token { token: String, source: igrelay_core::IdError },
 }

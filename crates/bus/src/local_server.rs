@@ -76,16 +76,10 @@ pub struct LocalNatsServer {
 impl LocalNatsServer {
     /// Starts a server on a free port with a fresh temporary store.
     pub fn start() -> Result<Self, LocalServerError> {
-        let store =
-            std::env::temp_dir().join(format!("igrelay-nats-{}-{}", std::process::id(), unique()));
+        let store = std::env::temp_dir().join(format!("igrelay-nats-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&store).map_err(LocalServerError::Store)?;
-        let mut server = Self {
-            bin: find_binary()?,
-            child: None,
-            port: 0,
-            store: store.clone(),
-            owned_store: Some(store),
-        };
+        let mut server =
+            Self { bin: find_binary()?, child: None, port: 0, store: store.clone(), owned_store: Some(store) };
         server.spawn()?;
         Ok(server)
     }
@@ -93,13 +87,7 @@ impl LocalNatsServer {
     /// Starts a server on `port` (0 = any) keeping its store in `store`, which survives.
     pub fn start_with(port: u16, store: PathBuf) -> Result<Self, LocalServerError> {
         std::fs::create_dir_all(&store).map_err(LocalServerError::Store)?;
-        let mut server = Self {
-            bin: find_binary()?,
-            child: None,
-            port,
-            store,
-            owned_store: None,
-        };
+        let mut server = Self { bin: find_binary()?, child: None, port, store, owned_store: None };
         server.spawn()?;
         Ok(server)
     }
@@ -131,11 +119,7 @@ impl LocalNatsServer {
     }
 
     fn spawn(&mut self) -> Result<(), LocalServerError> {
-        let port = if self.port == 0 {
-            "-1".to_string()
-        } else {
-            self.port.to_string()
-        };
+        let port = if self.port == 0 { "-1".to_string() } else { self.port.to_string() };
         let mut child = Command::new(&self.bin)
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(&self.store)
@@ -143,10 +127,7 @@ impl LocalNatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| LocalServerError::Spawn {
-                bin: self.bin.display().to_string(),
-                source,
-            })?;
+            .map_err(|source| LocalServerError::Spawn { bin: self.bin.display().to_string(), source })?;
         let stderr = child.stderr.take();
         self.child = Some(child);
         let (tx, rx) = mpsc::channel::<String>();
@@ -195,9 +176,7 @@ impl Drop for LocalNatsServer {
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     (u64::from(nanos) << 16) ^ N.fetch_add(1, Ordering::Relaxed)
 }

@@ -28,18 +28,8 @@ pub struct OutgoingMessage {
 
 impl OutgoingMessage {
     /// Encodes a protobuf message.
-    pub fn proto<M: prost::Message + igrelay_core::v1::TypeName>(
-        subject: String,
-        msg_id: String,
-        msg: &M,
-    ) -> Self {
-        Self {
-            subject,
-            msg_id,
-            type_name: M::TYPE_NAME,
-            kind: None,
-            payload: Bytes::from(msg.encode_to_vec()),
-        }
+    pub fn proto<M: prost::Message + igrelay_core::v1::TypeName>(subject: String, msg_id: String, msg: &M) -> Self {
+        Self { subject, msg_id, type_name: M::TYPE_NAME, kind: None, payload: Bytes::from(msg.encode_to_vec()) }
     }
 
     pub fn with_kind(mut self, kind: &'static str) -> Self {
@@ -92,14 +82,9 @@ impl Publisher {
         let subject = msg.subject.clone();
         let fut = async {
             let ack = self.send(msg, cx).await?;
-            ack.await.map_err(|e| BusError::Publish {
-                subject: subject.clone(),
-                reason: e.to_string(),
-            })
+            ack.await.map_err(|e| BusError::Publish { subject: subject.clone(), reason: e.to_string() })
         };
-        tokio::time::timeout(deadline, fut)
-            .await
-            .map_err(|_| BusError::AckTimeout(deadline))?
+        tokio::time::timeout(deadline, fut).await.map_err(|_| BusError::AckTimeout(deadline))?
     }
 
     /// Publishes every message and waits until the stream acknowledged all of them. Messages are
@@ -117,41 +102,22 @@ impl Publisher {
             for msg in msgs {
                 let subject = msg.subject.clone();
                 let ack = self.send(msg, cx).await?;
-                pending.push(async move {
-                    ack.await.map_err(|e| BusError::Publish {
-                        subject,
-                        reason: e.to_string(),
-                    })
-                });
+                pending
+                    .push(async move { ack.await.map_err(|e| BusError::Publish { subject, reason: e.to_string() }) });
             }
             let acks = try_join_all(pending).await?;
             let duplicates = acks.iter().filter(|a| a.duplicate).count();
-            Ok(BatchAck {
-                stored: acks.len() - duplicates,
-                duplicates,
-            })
+            Ok(BatchAck { stored: acks.len() - duplicates, duplicates })
         };
-        tokio::time::timeout(deadline, fut)
-            .await
-            .map_err(|_| BusError::AckTimeout(deadline))?
+        tokio::time::timeout(deadline, fut).await.map_err(|_| BusError::AckTimeout(deadline))?
     }
 
-    async fn send(
-        &self,
-        msg: OutgoingMessage,
-        cx: &Context,
-    ) -> Result<jetstream::context::PublishAckFuture, BusError> {
+    async fn send(&self, msg: OutgoingMessage, cx: &Context) -> Result<jetstream::context::PublishAckFuture, BusError> {
         let headers = msg.headers(cx);
-        let publish = PublishMessage::build()
-            .payload(msg.payload)
-            .headers(headers)
-            .message_id(&msg.msg_id);
+        let publish = PublishMessage::build().payload(msg.payload).headers(headers).message_id(&msg.msg_id);
         self.js
             .send_publish(msg.subject.clone(), publish)
             .await
-            .map_err(|e| BusError::Publish {
-                subject: msg.subject,
-                reason: e.to_string(),
-            })
+            .map_err(|e| BusError::Publish { subject: msg.subject, reason: e.to_string() })
     }
 }

@@ -206,12 +206,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 4] = [
-        Self::Send,
-        Self::Upload,
-        Self::AccountRegister,
-        Self::AccountRemove,
-    ];
+    pub const ALL: [AuditAction; 4] = [Self::Send, Self::Upload, Self::AccountRegister, Self::AccountRemove];
 
     pub fn token(self) -> &'static str {
         match self {
@@ -258,19 +253,13 @@ mod tests {
         }
         assert_eq!(events_of_account(&a), "ig.v1.evt.17841400000000001.>");
         assert_eq!(events_of_kind(EventKind::Comment), "ig.v1.evt.*.comment");
-        assert_eq!(
-            outcome(&a, OutcomeKind::Sent),
-            "ig.v1.out.17841400000000001.sent"
-        );
+        assert_eq!(outcome(&a, OutcomeKind::Sent), "ig.v1.out.17841400000000001.sent");
         assert_eq!(send_command(&a), "ig.v1.cmd.send.17841400000000001");
         assert_eq!(outcomes_of_account(&a), "ig.v1.out.17841400000000001.*");
         let e = enriched(&a, EventKind::Postback);
         assert_eq!(e, "ig.v1.enr.17841400000000001.postback");
         assert_eq!(parse_enriched(&e), Some(("17841400000000001", EventKind::Postback)));
-        assert_eq!(
-            audit(&a, AuditAction::Send),
-            "ig.v1.audit.17841400000000001.send"
-        );
+        assert_eq!(audit(&a, AuditAction::Send), "ig.v1.audit.17841400000000001.send");
     }
 
     #[test]

@@ -85,14 +85,8 @@ pub enum StreamDef {
 }
 
 impl StreamDef {
-    pub const ALL: [StreamDef; 6] = [
-        Self::Events,
-        Self::Commands,
-        Self::Outcomes,
-        Self::DeadLetters,
-        Self::Audit,
-        Self::Enriched,
-    ];
+    pub const ALL: [StreamDef; 6] =
+        [Self::Events, Self::Commands, Self::Outcomes, Self::DeadLetters, Self::Audit, Self::Enriched];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -119,36 +113,15 @@ impl StreamDef {
     /// The server-side configuration of this stream under `cfg`.
     pub fn config(self, cfg: &TopologyConfig) -> stream::Config {
         let (retention, max_age, max_bytes, description) = match self {
-            Self::Events => (
-                stream::RetentionPolicy::Limits,
-                cfg.events_max_age,
-                cfg.events_max_bytes,
-                "Instagram webhook events",
-            ),
-            Self::Commands => (
-                stream::RetentionPolicy::WorkQueue,
-                Duration::ZERO,
-                0,
-                "commands to carry out",
-            ),
-            Self::Outcomes => (
-                stream::RetentionPolicy::Limits,
-                cfg.outcomes_max_age,
-                0,
-                "one outcome per command",
-            ),
-            Self::DeadLetters => (
-                stream::RetentionPolicy::Limits,
-                cfg.dead_letters_max_age,
-                0,
-                "messages consumers gave up on",
-            ),
-            Self::Audit => (
-                stream::RetentionPolicy::Limits,
-                cfg.outcomes_max_age,
-                0,
-                "who asked igrelay to do what",
-            ),
+            Self::Events => {
+                (stream::RetentionPolicy::Limits, cfg.events_max_age, cfg.events_max_bytes, "Instagram webhook events")
+            }
+            Self::Commands => (stream::RetentionPolicy::WorkQueue, Duration::ZERO, 0, "commands to carry out"),
+            Self::Outcomes => (stream::RetentionPolicy::Limits, cfg.outcomes_max_age, 0, "one outcome per command"),
+            Self::DeadLetters => {
+                (stream::RetentionPolicy::Limits, cfg.dead_letters_max_age, 0, "messages consumers gave up on")
+            }
+            Self::Audit => (stream::RetentionPolicy::Limits, cfg.outcomes_max_age, 0, "who asked igrelay to do what"),
             Self::Enriched => (
                 stream::RetentionPolicy::Limits,
                 cfg.events_max_age,
@@ -169,17 +142,16 @@ impl StreamDef {
             },
             num_replicas: cfg.replicas,
             // The server refuses a duplicate window longer than the stream keeps messages.
-            duplicate_window: if max_age.is_zero() {
-                cfg.duplicate_window
-            } else {
-                cfg.duplicate_window.min(max_age)
-            },
+            duplicate_window: if max_age.is_zero() { cfg.duplicate_window } else { cfg.duplicate_window.min(max_age) },
             discard: stream::DiscardPolicy::Old,
             // Commands are stored as ig.v1.cmd.<kind>.<partition>.<account>: one account always
             // lands in the same partition (see subjects::command_partition_filter).
             subject_transform: (self == Self::Commands).then(|| stream::SubjectTransform {
                 source: "ig.v1.cmd.*.*".into(),
-                destination: format!("ig.v1.cmd.{{{{wildcard(1)}}}}.{{{{partition({},2)}}}}.{{{{wildcard(2)}}}}", cfg.command_partitions.max(1)),
+                destination: format!(
+                    "ig.v1.cmd.{{{{wildcard(1)}}}}.{{{{partition({},2)}}}}.{{{{wildcard(2)}}}}",
+                    cfg.command_partitions.max(1)
+                ),
             }),
             ..Default::default()
         }
@@ -195,10 +167,7 @@ pub async fn ensure_streams(
     for def in streams {
         js.create_or_update_stream(def.config(cfg))
             .await
-            .map_err(|source| BusError::Stream {
-                stream: def.name().into(),
-                source,
-            })?;
+            .map_err(|source| BusError::Stream { stream: def.name().into(), source })?;
     }
     Ok(())
 }
@@ -293,15 +262,8 @@ pub fn sent_message_key(mid: &str) -> String {
 }
 
 /// Creates or updates a KV bucket and returns it.
-pub async fn ensure_kv(
-    js: &jetstream::Context,
-    cfg: &TopologyConfig,
-    def: KvDef,
-) -> Result<kv::Store, BusError> {
+pub async fn ensure_kv(js: &jetstream::Context, cfg: &TopologyConfig, def: KvDef) -> Result<kv::Store, BusError> {
     js.create_or_update_key_value(def.config(cfg))
         .await
-        .map_err(|source| BusError::Kv {
-            bucket: def.bucket().into(),
-            source,
-        })
+        .map_err(|source| BusError::Kv { bucket: def.bucket().into(), source })
 }

@@ -8,9 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use igrelay_bus::subjects::{self, EventKind};
 use igrelay_bus::topology::KvDef;
-use igrelay_bus::{
-    ConsumerDef, HandlerError, OutgoingMessage, Publisher, StreamDef, TopologyConfig, run_consumer,
-};
+use igrelay_bus::{ConsumerDef, HandlerError, OutgoingMessage, Publisher, StreamDef, TopologyConfig, run_consumer};
 use igrelay_core::AccountId;
 use igrelay_testkit::Nats;
 use tokio_util::sync::CancellationToken;
@@ -33,26 +31,14 @@ fn msg(id: &str, body: &str) -> OutgoingMessage {
 async fn topology_is_created_idempotently_and_updated() {
     let nats = Nats::start().await.unwrap();
     let mut cfg = TopologyConfig::default();
-    igrelay_bus::ensure_streams(&nats.js, &cfg, &StreamDef::ALL)
-        .await
-        .unwrap();
-    igrelay_bus::ensure_streams(&nats.js, &cfg, &StreamDef::ALL)
-        .await
-        .unwrap();
+    igrelay_bus::ensure_streams(&nats.js, &cfg, &StreamDef::ALL).await.unwrap();
+    igrelay_bus::ensure_streams(&nats.js, &cfg, &StreamDef::ALL).await.unwrap();
     cfg.events_max_age = Duration::from_secs(3600);
-    igrelay_bus::ensure_streams(&nats.js, &cfg, &[StreamDef::Events])
-        .await
-        .unwrap();
+    igrelay_bus::ensure_streams(&nats.js, &cfg, &[StreamDef::Events]).await.unwrap();
     let mut s = nats.js.get_stream("IGRELAY_EVENTS").await.unwrap();
-    assert_eq!(
-        s.info().await.unwrap().config.max_age,
-        Duration::from_secs(3600)
-    );
+    assert_eq!(s.info().await.unwrap().config.max_age, Duration::from_secs(3600));
     let mut c = nats.js.get_stream("IGRELAY_COMMANDS").await.unwrap();
-    assert_eq!(
-        c.info().await.unwrap().config.retention,
-        async_nats::jetstream::stream::RetentionPolicy::WorkQueue
-    );
+    assert_eq!(c.info().await.unwrap().config.retention, async_nats::jetstream::stream::RetentionPolicy::WorkQueue);
     for kv in KvDef::ALL {
         igrelay_bus::ensure_kv(&nats.js, &cfg, kv).await.unwrap();
         igrelay_bus::ensure_kv(&nats.js, &cfg, kv).await.unwrap();
@@ -65,21 +51,10 @@ async fn publish_deduplicates_and_sets_headers() {
     nats.ensure_streams().await.unwrap();
     let publisher = Publisher::new(nats.js.clone());
     let cx = opentelemetry::Context::new();
-    let ack = publisher
-        .publish_all(
-            vec![msg("a", "1"), msg("b", "2")],
-            &cx,
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
+    let ack = publisher.publish_all(vec![msg("a", "1"), msg("b", "2")], &cx, Duration::from_secs(2)).await.unwrap();
     assert_eq!((ack.stored, ack.duplicates), (2, 0));
     let ack = publisher
-        .publish_all(
-            vec![msg("a", "1"), msg("b", "2"), msg("c", "3")],
-            &cx,
-            Duration::from_secs(2),
-        )
+        .publish_all(vec![msg("a", "1"), msg("b", "2"), msg("c", "3")], &cx, Duration::from_secs(2))
         .await
         .unwrap();
     assert_eq!((ack.stored, ack.duplicates), (1, 2));
@@ -88,10 +63,7 @@ async fn publish_deduplicates_and_sets_headers() {
     let raw = stream.get_raw_message(1).await.unwrap();
     let headers = raw.headers;
     assert_eq!(headers.get("Nats-Msg-Id").unwrap().as_str(), "a");
-    assert_eq!(
-        headers.get("Igrelay-Type").unwrap().as_str(),
-        "igrelay.v1.Event"
-    );
+    assert_eq!(headers.get("Igrelay-Type").unwrap().as_str(), "igrelay.v1.Event");
     assert_eq!(headers.get("Igrelay-Kind").unwrap().as_str(), "message");
 }
 
@@ -101,17 +73,9 @@ async fn publish_fails_within_deadline_when_nats_is_down() {
     nats.ensure_streams().await.unwrap();
     let publisher = Publisher::new(nats.js.clone());
     nats.server.kill();
-    let err = publisher
-        .publish_all(
-            vec![msg("x", "1")],
-            &opentelemetry::Context::new(),
-            Duration::from_millis(300),
-        )
-        .await;
-    assert!(
-        err.is_err(),
-        "publish must not succeed with the server down"
-    );
+    let err =
+        publisher.publish_all(vec![msg("x", "1")], &opentelemetry::Context::new(), Duration::from_millis(300)).await;
+    assert!(err.is_err(), "publish must not succeed with the server down");
 }
 
 /// Handler outcomes by payload: "ok" succeeds, "flaky" fails once then succeeds, "poison" is
@@ -122,16 +86,8 @@ async fn consumer_acks_retries_and_dead_letters() {
     nats.ensure_streams().await.unwrap();
     let publisher = Publisher::new(nats.js.clone());
     let cx = opentelemetry::Context::new();
-    let batch = vec![
-        msg("1", "ok"),
-        msg("2", "flaky"),
-        msg("3", "poison"),
-        msg("4", "forever"),
-    ];
-    publisher
-        .publish_all(batch, &cx, Duration::from_secs(2))
-        .await
-        .unwrap();
+    let batch = vec![msg("1", "ok"), msg("2", "flaky"), msg("3", "poison"), msg("4", "forever")];
+    publisher.publish_all(batch, &cx, Duration::from_secs(2)).await.unwrap();
 
     let seen: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
     let shutdown = CancellationToken::new();
@@ -151,13 +107,10 @@ async fn consumer_acks_retries_and_dead_letters() {
                         let body = String::from_utf8(d.payload.to_vec()).unwrap();
                         seen.lock().unwrap().push((body.clone(), d.delivered));
                         match body.as_str() {
-                            "flaky" if d.delivered == 1 => Err(HandlerError::Retry {
-                                reason: "flaky".into(),
-                                after: Duration::from_millis(10),
-                            }),
-                            "poison" => Err(HandlerError::Reject {
-                                reason: "cannot decode\r\nat all".into(),
-                            }),
+                            "flaky" if d.delivered == 1 => {
+                                Err(HandlerError::Retry { reason: "flaky".into(), after: Duration::from_millis(10) })
+                            }
+                            "poison" => Err(HandlerError::Reject { reason: "cannot decode\r\nat all".into() }),
                             "forever" => Err(HandlerError::Retry {
                                 reason: "still down".into(),
                                 after: Duration::from_millis(10),
@@ -175,9 +128,7 @@ async fn consumer_acks_retries_and_dead_letters() {
     // Wait (bounded) until both dead letters arrived.
     let mut dlq = Vec::new();
     for _ in 0..100 {
-        dlq = igrelay_testkit::events::read_stream(&nats.js, "IGRELAY_DLQ", ">")
-            .await
-            .unwrap_or_default();
+        dlq = igrelay_testkit::events::read_stream(&nats.js, "IGRELAY_DLQ", ">").await.unwrap_or_default();
         if dlq.len() >= 2 {
             break;
         }
@@ -187,53 +138,22 @@ async fn consumer_acks_retries_and_dead_letters() {
     task.await.unwrap().unwrap();
 
     let seen = seen.lock().unwrap().clone();
-    assert!(
-        seen.contains(&("flaky".into(), 2)),
-        "flaky is retried: {seen:?}"
-    );
-    assert_eq!(
-        seen.iter().filter(|(b, _)| b == "ok").count(),
-        1,
-        "ok is handled once: {seen:?}"
-    );
-    assert_eq!(
-        seen.iter().filter(|(b, _)| b == "poison").count(),
-        1,
-        "poison is not retried: {seen:?}"
-    );
-    assert_eq!(
-        seen.iter().filter(|(b, _)| b == "forever").count(),
-        3,
-        "forever is tried max_deliver times: {seen:?}"
-    );
+    assert!(seen.contains(&("flaky".into(), 2)), "flaky is retried: {seen:?}");
+    assert_eq!(seen.iter().filter(|(b, _)| b == "ok").count(), 1, "ok is handled once: {seen:?}");
+    assert_eq!(seen.iter().filter(|(b, _)| b == "poison").count(), 1, "poison is not retried: {seen:?}");
+    assert_eq!(seen.iter().filter(|(b, _)| b == "forever").count(), 3, "forever is tried max_deliver times: {seen:?}");
 
     // The dead letters carry the reason and the original subject; reading them as events fails to
     // decode, so look at the raw messages instead.
     let mut stream = nats.js.get_stream("IGRELAY_DLQ").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages, 2, "{dlq:?}");
     let first = stream.get_raw_message(1).await.unwrap();
-    assert_eq!(
-        first.subject.as_str(),
-        "ig.v1.dlq.IGRELAY_EVENTS.test-consumer"
-    );
-    assert_eq!(
-        first.headers.get("Igrelay-Dlq-Reason").unwrap().as_str(),
-        "cannot decode  at all"
-    );
-    assert_eq!(
-        first.headers.get("Igrelay-Dlq-Subject").unwrap().as_str(),
-        "ig.v1.evt.17841400000000001.message"
-    );
+    assert_eq!(first.subject.as_str(), "ig.v1.dlq.IGRELAY_EVENTS.test-consumer");
+    assert_eq!(first.headers.get("Igrelay-Dlq-Reason").unwrap().as_str(), "cannot decode  at all");
+    assert_eq!(first.headers.get("Igrelay-Dlq-Subject").unwrap().as_str(), "ig.v1.evt.17841400000000001.message");
     assert_eq!(&first.payload[..], b"poison");
     let second = stream.get_raw_message(2).await.unwrap();
-    assert!(
-        second
-            .headers
-            .get("Igrelay-Dlq-Reason")
-            .unwrap()
-            .as_str()
-            .starts_with("gave up after 3 deliveries")
-    );
+    assert!(second.headers.get("Igrelay-Dlq-Reason").unwrap().as_str().starts_with("gave up after 3 deliveries"));
 
     // Nothing is left pending on the consumer.
     let events = nats.js.get_stream("IGRELAY_EVENTS").await.unwrap();
@@ -247,17 +167,8 @@ async fn shutdown_finishes_the_current_message_and_hands_back_the_rest() {
     let nats = Nats::start().await.unwrap();
     nats.ensure_streams().await.unwrap();
     let publisher = Publisher::new(nats.js.clone());
-    let batch: Vec<_> = (0..20)
-        .map(|i| msg(&i.to_string(), &i.to_string()))
-        .collect();
-    publisher
-        .publish_all(
-            batch,
-            &opentelemetry::Context::new(),
-            Duration::from_secs(2),
-        )
-        .await
-        .unwrap();
+    let batch: Vec<_> = (0..20).map(|i| msg(&i.to_string(), &i.to_string())).collect();
+    publisher.publish_all(batch, &opentelemetry::Context::new(), Duration::from_secs(2)).await.unwrap();
 
     // A long ack_wait: if unstarted messages were not handed back, the next replica would only
     // see them after a minute and the bounded wait below would fail.
@@ -290,17 +201,10 @@ async fn shutdown_finishes_the_current_message_and_hands_back_the_rest() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        handled.lock().unwrap().len(),
-        3,
-        "no new message is started after shutdown"
-    );
+    assert_eq!(handled.lock().unwrap().len(), 3, "no new message is started after shutdown");
     let events = nats.js.get_stream("IGRELAY_EVENTS").await.unwrap();
     let info = events.consumer_info("drain-test").await.unwrap();
-    assert_eq!(
-        info.ack_floor.consumer_sequence, 3,
-        "the message in hand was finished and acked"
-    );
+    assert_eq!(info.ack_floor.consumer_sequence, 3, "the message in hand was finished and acked");
 
     // Another replica takes over the rest at once.
     let shutdown = CancellationToken::new();
@@ -314,9 +218,7 @@ async fn shutdown_finishes_the_current_message_and_hands_back_the_rest() {
                 move |d| {
                     let h = h.clone();
                     async move {
-                        h.lock()
-                            .unwrap()
-                            .push(String::from_utf8(d.payload.to_vec()).unwrap());
+                        h.lock().unwrap().push(String::from_utf8(d.payload.to_vec()).unwrap());
                         Ok(())
                     }
                 },
@@ -336,9 +238,5 @@ async fn shutdown_finishes_the_current_message_and_hands_back_the_rest() {
     let mut all = handled.lock().unwrap().clone();
     all.sort_by_key(|s| s.parse::<u32>().unwrap());
     all.dedup();
-    assert_eq!(
-        all.len(),
-        20,
-        "every message handled by one replica or the other: {all:?}"
-    );
+    assert_eq!(all.len(), 20, "every message handled by one replica or the other: {all:?}");
 }

@@ -12,9 +12,7 @@ pub enum IdError {
     Empty,
     #[error("id is longer than {max} bytes")]
     TooLong { max: usize },
-    #[error(
-        "id contains {0:?}, which is not allowed in a NATS subject token (allowed: A-Z a-z 0-9 _ -)"
-    )]
+    #[error("id contains {0:?}, which is not allowed in a NATS subject token (allowed: A-Z a-z 0-9 _ -)")]
     InvalidChar(char),
 }
 
@@ -29,10 +27,7 @@ pub fn check_token(s: &str) -> Result<(), IdError> {
     if s.len() > MAX_ID_LEN {
         return Err(IdError::TooLong { max: MAX_ID_LEN });
     }
-    match s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
+    match s.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
         Some(c) => Err(IdError::InvalidChar(c)),
         None => Ok(()),
     }
@@ -74,10 +69,7 @@ mod tests {
 
     #[test]
     fn accepts_instagram_ids() {
-        assert_eq!(
-            AccountId::parse("17841400000000000").unwrap().as_str(),
-            "17841400000000000"
-        );
+        assert_eq!(AccountId::parse("17841400000000000").unwrap().as_str(), "17841400000000000");
     }
 
     #[test]
@@ -87,9 +79,6 @@ mod tests {
         assert_eq!(AccountId::parse(">"), Err(IdError::InvalidChar('>')));
         assert_eq!(AccountId::parse("a b"), Err(IdError::InvalidChar(' ')));
         assert_eq!(AccountId::parse(""), Err(IdError::Empty));
-        assert!(matches!(
-            AccountId::parse("x".repeat(65)),
-            Err(IdError::TooLong { .. })
-        ));
+        assert!(matches!(AccountId::parse("x".repeat(65)), Err(IdError::TooLong { .. })));
     }
 }

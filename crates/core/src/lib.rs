@@ -26,7 +26,14 @@ pub mod v1 {
         UploadAttachmentCommand,
         CommandOutcome,
         StoredAccount,
-        Account
+        Account,
+        AuditRecord,
+        EnrichedEvent,
+        UserProfile,
+        GetUserProfileRequest,
+        GetUserProfileResponse,
+        ForgetUserRequest,
+        ForgetUserResponse
     );
 }
 

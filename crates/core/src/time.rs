@@ -10,31 +10,19 @@ const SECONDS_MS_BOUNDARY: i64 = 100_000_000_000;
 
 /// Normalises a Meta timestamp in seconds or milliseconds to milliseconds since the epoch.
 pub fn normalise_to_ms(value: i64) -> i64 {
-    if value.abs() < SECONDS_MS_BOUNDARY {
-        value.saturating_mul(1000)
-    } else {
-        value
-    }
+    if value.abs() < SECONDS_MS_BOUNDARY { value.saturating_mul(1000) } else { value }
 }
 
 pub fn timestamp_from_ms(ms: i64) -> Timestamp {
-    Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
+    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
 
 pub fn timestamp_to_ms(ts: &Timestamp) -> i64 {
-    ts.seconds
-        .saturating_mul(1000)
-        .saturating_add(i64::from(ts.nanos) / 1_000_000)
+    ts.seconds.saturating_mul(1000).saturating_add(i64::from(ts.nanos) / 1_000_000)
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 pub fn now() -> Timestamp {

@@ -53,9 +53,7 @@ pub fn verify<'a>(
     body: &[u8],
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
-    let hex_sig = header
-        .strip_prefix(b"sha256=")
-        .ok_or(SignatureError::Malformed)?;
+    let hex_sig = header.strip_prefix(b"sha256=").ok_or(SignatureError::Malformed)?;
     if hex_sig.len() != 64 {
         return Err(SignatureError::Malformed);
     }
@@ -108,19 +106,10 @@ mod tests {
         assert!(header.starts_with("sha256=") && header.len() == 71);
         let secrets: [&[u8]; 2] = [b"old-secret", b"new-secret"];
         assert_eq!(verify(secrets, Some(header.as_bytes()), body), Ok(()));
-        assert_eq!(
-            verify([b"old-secret".as_slice()], Some(header.as_bytes()), body),
-            Err(SignatureError::Mismatch)
-        );
+        assert_eq!(verify([b"old-secret".as_slice()], Some(header.as_bytes()), body), Err(SignatureError::Mismatch));
         assert_eq!(verify(secrets, None, body), Err(SignatureError::Missing));
-        assert_eq!(
-            verify(secrets, Some(b"sha1=abc"), body),
-            Err(SignatureError::Malformed)
-        );
-        assert_eq!(
-            verify(secrets, Some(&b"sha256=zz".repeat(8)[..71]), body),
-            Err(SignatureError::Malformed)
-        );
+        assert_eq!(verify(secrets, Some(b"sha1=abc"), body), Err(SignatureError::Malformed));
+        assert_eq!(verify(secrets, Some(&b"sha256=zz".repeat(8)[..71]), body), Err(SignatureError::Malformed));
     }
 
     #[test]
@@ -135,10 +124,7 @@ mod tests {
     #[test]
     fn escapes_like_meta() {
         let v = serde_json::json!({"text": "äöå 😀"});
-        assert_eq!(
-            to_meta_json(&v),
-            br#"{"text":"\u00e4\u00f6\u00e5 \ud83d\ude00"}"#.to_vec()
-        );
+        assert_eq!(to_meta_json(&v), br#"{"text":"\u00e4\u00f6\u00e5 \ud83d\ude00"}"#.to_vec());
         let back: serde_json::Value = serde_json::from_slice(&to_meta_json(&v)).unwrap();
         assert_eq!(back, v);
     }

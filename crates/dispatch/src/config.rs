@@ -78,7 +78,7 @@ impl Default for DispatchConfig {
             human_agent_window: Duration::from_secs(7 * 86_400),
             private_reply_window: Duration::from_secs(7 * 86_400),
             window_grace: Duration::from_secs(2),
-            usage_slowdown_percent: 95,
+            usage_slowdown_percent: 98,
             max_in_flight: 256,
             default_deadline: Duration::from_secs(24 * 3600),
             retry_initial: Duration::from_millis(250),

@@ -36,6 +36,11 @@ impl Class {
 #[derive(Debug, Default)]
 struct Log {
     next_id: u64,
+    /// Earliest start of the next call: per-second classes are also paced evenly, so calls do
+    /// not all start at the top of a window, pile up, and come back late (which would delay the
+    /// next window, since slots count from completion). Kept on a schedule (not "gap after the
+    /// last actual start") so timer lateness does not add up.
+    next_start: Option<Instant>,
     /// (id, finished at) oldest first; `None` while the call is in flight.
     calls: VecDeque<(u64, Option<Instant>)>,
 }
@@ -109,16 +114,26 @@ impl Limiter {
                         while matches!(log.calls.front(), Some((_, Some(done))) if *done + window <= now) {
                             log.calls.pop_front();
                         }
-                        if log.calls.len() < limit {
+                        let gap = window / limit.max(1) as u32;
+                        let pacing = window <= Duration::from_secs(1);
+                        let paced = log.next_start.filter(|t| pacing && *t > now);
+                        if let Some(t) = paced {
+                            t
+                        } else if log.calls.len() < limit {
                             let id = log.next_id;
                             log.next_id += 1;
                             log.calls.push_back((id, None));
+                            if pacing {
+                                let scheduled = log.next_start.map_or(now, |t| t + gap);
+                                log.next_start = Some(scheduled.max(now + gap / 2));
+                            }
                             return Some(Permit { state: self.state.clone(), key, id, finished: false });
-                        }
-                        match log.calls.front() {
-                            Some((_, Some(done))) => *done + window,
-                            // The oldest call is still in flight: look again shortly.
-                            _ => now + Duration::from_millis(2),
+                        } else {
+                            match log.calls.front() {
+                                Some((_, Some(done))) => *done + window,
+                                // The oldest call is still in flight: look again shortly.
+                                _ => now + Duration::from_millis(2),
+                            }
                         }
                     }
                 }

@@ -107,7 +107,6 @@ fn idem_key(account: &str, command_id: &str) -> String {
     format!("cmd.{}", hex::encode(&h[..16]))
 }
 
-
 const IN_FLIGHT: u8 = b'I';
 const DONE: u8 = b'D';
 
@@ -441,7 +440,10 @@ async fn process(
                     let _ = ctx.windows.mark_replied(acct, c, now_ms).await;
                 }
                 if !sent.message_id.is_empty() {
-                    let _ = ctx.idem.put(igrelay_bus::topology::sent_message_key(&sent.message_id), Bytes::from(id.clone())).await;
+                    let _ = ctx
+                        .idem
+                        .put(igrelay_bus::topology::sent_message_key(&sent.message_id), Bytes::from(id.clone()))
+                        .await;
                 }
                 return done(attempts, OutcomeResult::Sent(sent));
             }
@@ -533,12 +535,13 @@ fn slow_down(ctx: &Ctx, account: &str, usage: &igrelay_graph::Usage) {
         ctx.limiter.pause(account, regain);
         return;
     }
-    let pct = usage.max_percent();
-    if pct >= 100 {
-        ctx.limiter.pause(account, Duration::from_secs(1));
-    } else if pct >= ctx.cfg.usage_slowdown_percent {
-        // Close to the budget: space calls out instead of running into a throttle.
-        ctx.limiter.pause(account, Duration::from_millis(20));
+    // Throttling proper comes back as an error (and pauses the account there); the rate
+    // limiter already keeps the per-second classes within Meta's limits, so a header at 100 %
+    // only means a budget is used up exactly.
+    if usage.max_percent() >= ctx.cfg.usage_slowdown_percent {
+        // Close to the budget: leave one send interval free before the next call, so the
+        // account slows down before it runs into a throttle.
+        ctx.limiter.pause(account, Duration::from_secs(1) / ctx.cfg.limits.send_per_s.max(1));
     }
 }
 

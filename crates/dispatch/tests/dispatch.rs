@@ -488,7 +488,8 @@ async fn echoes_of_sent_messages_carry_the_command_id() {
     let mid = sent(&h.outcome("echo-1").await).message_id.clone();
     let mut echo = None;
     for _ in 0..200 {
-        let events = igrelay_testkit::events::read_all(&h.nats.js, &format!("ig.v1.evt.{ACCOUNT}.message_echo")).await.unwrap();
+        let events =
+            igrelay_testkit::events::read_all(&h.nats.js, &format!("ig.v1.evt.{ACCOUNT}.message_echo")).await.unwrap();
         echo = events.into_iter().find_map(|e| match e.event.payload {
             Some(v1::event::Payload::Message(m)) if m.mid == mid => Some(m),
             _ => None,

@@ -29,8 +29,12 @@ pub struct Cli {
 pub enum Command {
     /// Webhook ingest: Meta's webhooks in, typed events on NATS out.
     Ingest,
+    /// Profile enrichment: inbound user events republished with the sender's profile; Meta's data deletion callback.
+    Enrich,
     /// Message dispatch: send commands carried out against the Graph API within Meta's limits.
     Dispatch,
+    /// The gRPC gateway: accounts, messaging, conversations and live events for internal callers.
+    Gateway,
     /// The Graph API emulator: a stand-in for Meta (Graph API + webhook sender), see crates/emulator/README.md.
     Emulator,
     /// Everything in one process, with a nats-server it starts itself when --nats-url is not given.
@@ -56,12 +60,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let bus = cfg.bus();
             igrelay_dispatch::run(cfg.dispatch, cfg.graph, cfg.accounts, bus, shutdown).await
         }
+        Command::Gateway => {
+            let _telemetry = igrelay_runtime::telemetry::init("igrelay-gateway", cfg.log.format)?;
+            cfg.gateway.validate()?;
+            let shutdown = igrelay_runtime::shutdown::on_signal();
+            let bus = cfg.bus();
+            igrelay_gateway::run(cfg.gateway, bus, cfg.accounts, cfg.graph, shutdown).await
+        }
         Command::Ingest => {
             let _telemetry = igrelay_runtime::telemetry::init("igrelay-ingest", cfg.log.format)?;
             cfg.ingest.validate()?;
             let shutdown = igrelay_runtime::shutdown::on_signal();
             let bus = cfg.bus();
             igrelay_ingest::run(cfg.ingest, bus, shutdown).await
+        }
+        Command::Enrich => {
+            let _telemetry = igrelay_runtime::telemetry::init("igrelay-enrich", cfg.log.format)?;
+            cfg.enrich.validate()?;
+            let shutdown = igrelay_runtime::shutdown::on_signal();
+            let bus = cfg.bus();
+            igrelay_enrich::run(cfg.enrich, bus, cfg.graph, cfg.accounts, shutdown).await
         }
         Command::Emulator => {
             let _telemetry = igrelay_runtime::telemetry::init("igrelay-emulator", cfg.log.format)?;

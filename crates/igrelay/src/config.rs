@@ -21,12 +21,16 @@ pub struct Config {
     pub topology: TopologyConfig,
     pub ingest: IngestConfig,
     pub dispatch: igrelay_dispatch::DispatchConfig,
+    /// The gRPC gateway (`igrelay gateway`).
+    pub gateway: igrelay_gateway::GatewayConfig,
     /// The Graph API: Meta's hosts in production, the emulator in `igrelay dev`.
     pub graph: igrelay_graph::GraphConfig,
     /// Protection of stored access tokens.
     pub accounts: igrelay_accounts::AccountsConfig,
     /// The Graph API emulator (`igrelay emulator`, and inside `igrelay dev`).
     pub emulator: igrelay_emulator::EmulatorConfig,
+    /// Profile enrichment (`igrelay enrich`).
+    pub enrich: igrelay_enrich::EnrichConfig,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]

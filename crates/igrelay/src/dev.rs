@@ -15,6 +15,8 @@ use crate::config::Config;
 pub const DEV_VERIFY_TOKEN: &str = "igrelay-dev-verify-token";
 pub const DEV_APP_SECRET: &str = "igrelay-dev-app-secret";
 /// Encrypts stored tokens in development only (32 bytes, base64); never use it elsewhere.
+/// The gateway's API key in development only (every scope); printed at start.
+pub const DEV_API_KEY: &str = "igrelay-dev-api-key";
 const DEV_TOKEN_KEY: &str = "aWdyZWxheS1kZXYtb25seS10b2tlbi1rZXktMzJieXQ=";
 
 #[derive(Debug, clap::Args)]
@@ -114,11 +116,80 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    // Enrich: Meta's data deletion callback is signed with the same app secret as webhooks.
+    if cfg.enrich.app_secrets.is_empty() {
+        cfg.enrich.app_secrets = cfg.ingest.app_secrets.clone();
+    }
+    if cfg.enrich.listen == igrelay_enrich::EnrichConfig::default().listen {
+        cfg.enrich.listen = SocketAddr::from(([127, 0, 0, 1], 8082));
+    }
+    let enrich_listener = match tokio::net::TcpListener::bind(cfg.enrich.listen).await {
+        Ok(l) => l,
+        // The laptop default may be taken (another dev running): any free port will do.
+        Err(e) if cfg.enrich.listen == SocketAddr::from(([127, 0, 0, 1], 8082)) => {
+            tracing::warn!(error = %e, "cannot listen on 127.0.0.1:8082; enrich takes a free port");
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?
+        }
+        Err(e) => anyhow::bail!("cannot listen on {} (enrich.listen): {e}", cfg.enrich.listen),
+    };
+    let enrich_addr = enrich_listener.local_addr()?;
+    if cfg.enrich.status_base_url == igrelay_enrich::EnrichConfig::default().status_base_url {
+        cfg.enrich.status_base_url = format!("http://{enrich_addr}");
+    }
+    let enrich = tokio::spawn(igrelay_enrich::run_with_listener(
+        cfg.enrich.clone(),
+        cfg.bus(),
+        cfg.graph.clone(),
+        cfg.accounts.clone(),
+        enrich_listener,
+        shutdown.clone(),
+    ));
+
+    // The gRPC gateway, with a development API key when none is configured.
+    if cfg.gateway.api_keys.is_empty() {
+        cfg.gateway.api_keys = vec![igrelay_gateway::ApiKeyConfig::all_scopes("dev", DEV_API_KEY)];
+    }
+    let gateway_defaults = igrelay_gateway::GatewayConfig::default();
+    let dev_grpc = cfg.gateway.listen == gateway_defaults.listen;
+    if dev_grpc {
+        cfg.gateway.listen = SocketAddr::from(([127, 0, 0, 1], 50051));
+    }
+    if cfg.gateway.ops_listen == gateway_defaults.ops_listen {
+        // Its ops endpoints on a free port: the gRPC health service is the one to probe here.
+        cfg.gateway.ops_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    }
+    cfg.gateway.validate()?;
+    let gateway_listener = match tokio::net::TcpListener::bind(cfg.gateway.listen).await {
+        Ok(l) => l,
+        Err(e) if dev_grpc => {
+            tracing::warn!(error = %e, "port 50051 is busy; the gateway takes a free port");
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?
+        }
+        Err(e) => anyhow::bail!("cannot listen on {} (gateway.listen): {e}", cfg.gateway.listen),
+    };
+    let gateway_addr = gateway_listener.local_addr()?;
+    let gateway = tokio::spawn(igrelay_gateway::run_with_listener(
+        cfg.gateway.clone(),
+        cfg.bus(),
+        cfg.accounts.clone(),
+        cfg.graph.clone(),
+        gateway_listener,
+        shutdown.clone(),
+    ));
+
     banner(&cfg, ingest_addr, emulator.as_ref().map(|e| e.base_url.as_str()))?;
+    println_enrich(enrich_addr)?;
+    println_gateway(&cfg, gateway_addr)?;
     let result = ingest.await;
     shutdown.cancel();
     if let Ok(Err(e)) = dispatch.await {
         tracing::error!(error = %e, "dispatch failed");
+    }
+    if let Ok(Err(e)) = enrich.await {
+        tracing::error!(error = %e, "enrich failed");
+    }
+    if let Ok(Err(e)) = gateway.await {
+        tracing::error!(error = %e, "gateway failed");
     }
     if let Some(e) = emulator {
         e.shutdown().await;
@@ -146,6 +217,24 @@ fn banner(cfg: &Config, ingest: SocketAddr, emulator: Option<&str>) -> anyhow::R
             out,
             "  simulate a DM        curl -s -XPOST {em}/_admin/simulate/message -d '{{\"text\":\"hello\"}}'"
         )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn println_enrich(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "  enriched events      subscribe to ig.v1.enr.> (stream IGRELAY_ENRICHED)")?;
+    writeln!(out, "  data deletion        http://{addr}/meta/data-deletion (enrich; /readyz /metrics there too)")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn println_gateway(cfg: &Config, addr: SocketAddr) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "  gRPC gateway         {addr} (reflection on; docs/gateway.md)")?;
+    if cfg.gateway.api_keys.iter().any(|k| k.sha256 == igrelay_gateway::config::sha256_hex(DEV_API_KEY)) {
+        writeln!(out, "  gateway API key      {DEV_API_KEY} (development default; every scope)")?;
     }
     out.flush()?;
     Ok(())

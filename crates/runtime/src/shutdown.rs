@@ -9,9 +9,7 @@ pub fn on_signal() -> CancellationToken {
     let t = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!(
-            "shutdown requested; finishing in-flight work (signal again to exit at once)"
-        );
+        tracing::info!("shutdown requested; finishing in-flight work (signal again to exit at once)");
         t.cancel();
         wait_for_signal().await;
         tracing::warn!("second signal: exiting now");

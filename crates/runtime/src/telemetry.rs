@@ -43,9 +43,7 @@ pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<Telemetr
         return Ok(TelemetryGuard { provider: None });
     }
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(service)
-        .build();
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     let otlp = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
     if otlp {
@@ -60,39 +58,24 @@ pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<Telemetr
     opentelemetry::global::set_tracer_provider(provider.clone());
 
     let filter = || {
-        EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=warn,async_nats=warn"))
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=warn,async_nats=warn"))
     };
     let fmt_layer = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_filter(filter())
-            .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(filter())
-            .boxed(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_filter(filter()).boxed()
+        }
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()).boxed(),
     };
     // The trace layer sees info-level spans whatever RUST_LOG says (trace context must travel
     // even when logs are quiet) and no log events (they would become span events, costly on
     // every request and already in the logs).
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-            m.is_span() && *m.level() <= tracing::Level::INFO
-        }));
-    if tracing_subscriber::registry()
-        .with(fmt_layer)
-        .with(otel_layer)
-        .try_init()
-        .is_ok()
-    {
+        .with_filter(tracing_subscriber::filter::filter_fn(|m| m.is_span() && *m.level() <= tracing::Level::INFO));
+    if tracing_subscriber::registry().with(fmt_layer).with(otel_layer).try_init().is_ok() {
         tracing::info!(service, otlp, "telemetry ready");
     }
-    Ok(TelemetryGuard {
-        provider: Some(provider),
-    })
+    Ok(TelemetryGuard { provider: Some(provider) })
 }
 
 /// Reads a W3C trace context from HTTP headers; `None` when the request carries none.

@@ -13,15 +13,15 @@ use igrelay_accounts::{AccountStore, AccountsConfig, Keyring, TokenKeyConfig};
 use igrelay_bus::local_server::LocalNatsServer;
 use igrelay_bus::topology::KvDef;
 use igrelay_bus::{OutgoingMessage, Publisher, TopologyConfig};
-use igrelay_core::time::{now, now_ms, timestamp_to_ms};
-use igrelay_core::v1::{self, command_outcome::Result as R, recipient::Target, send_command::Content, SendCommand};
 use igrelay_core::AccountId;
+use igrelay_core::time::{now, now_ms, timestamp_to_ms};
+use igrelay_core::v1::{self, SendCommand, command_outcome::Result as R, recipient::Target, send_command::Content};
 use igrelay_emulator::EmulatorConfig;
 use igrelay_runtime::Secret;
 use prost::Message as _;
 use serde_json::json;
 
-use super::ingest::{rss_of, ChildGuard};
+use super::ingest::{ChildGuard, rss_of};
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -52,7 +52,8 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
     let client = igrelay_bus::connect(&igrelay_bus::ConnectConfig { url: server.url(), ..Default::default() }).await?;
     let js = igrelay_bus::connect::jetstream(client, Duration::from_secs(5));
     let topology = TopologyConfig::default();
-    let accounts_cfg = AccountsConfig { token_keys: vec![TokenKeyConfig { id: "bench".into(), key: Secret::new(KEY) }] };
+    let accounts_cfg =
+        AccountsConfig { token_keys: vec![TokenKeyConfig { id: "bench".into(), key: Secret::new(KEY) }] };
     let store = AccountStore::open(&js, &topology, Keyring::from_config(&accounts_cfg)?).await?;
     let windows = igrelay_bus::ensure_kv(&js, &topology, KvDef::Windows).await?;
     igrelay_bus::ensure_streams(&js, &topology, &igrelay_bus::StreamDef::ALL).await?;
@@ -64,7 +65,14 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
         let token = format!("IGAAbench{a:04}");
         emulator.admin.post("/_admin/accounts", &json!({"ig_id": ig_id, "token": token})).await?;
         store
-            .put(v1::Account { account_id: ig_id.clone(), login_type: v1::LoginType::Instagram as i32, ..Default::default() }, &token)
+            .put(
+                v1::Account {
+                    account_id: ig_id.clone(),
+                    login_type: v1::LoginType::Instagram as i32,
+                    ..Default::default()
+                },
+                &token,
+            )
             .await?;
         let mut users = Vec::new();
         for u in 0..args.users {
@@ -144,8 +152,11 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
         for user in users {
             let conv = emulator.admin.messages(acct, user).await?;
             let list = conv["messages"].as_array().cloned().or_else(|| conv.as_array().cloned()).unwrap_or_default();
-            let texts: Vec<String> =
-                list.iter().filter(|m| m["inbound"] == false).filter_map(|m| m["text"].as_str().map(str::to_owned)).collect();
+            let texts: Vec<String> = list
+                .iter()
+                .filter(|m| m["inbound"] == false)
+                .filter_map(|m| m["text"].as_str().map(str::to_owned))
+                .collect();
             let max: Vec<i64> = texts.iter().filter_map(|t| t.parse().ok()).collect();
             order_violations += max.windows(2).filter(|w| w[1] < w[0]).count();
             duplicates += max.windows(2).filter(|w| w[1] == w[0]).count();
@@ -210,11 +221,19 @@ fn opentelemetry_cx() -> opentelemetry::Context {
 
 /// Waits until `n` outcomes whose command id starts with `prefix` exist, reading the outcomes
 /// stream as it grows.
-async fn wait_outcomes(js: &async_nats::jetstream::Context, prefix: &str, n: usize, limit: Duration) -> anyhow::Result<Vec<v1::CommandOutcome>> {
+async fn wait_outcomes(
+    js: &async_nats::jetstream::Context,
+    prefix: &str,
+    n: usize,
+    limit: Duration,
+) -> anyhow::Result<Vec<v1::CommandOutcome>> {
     use futures::StreamExt;
     let stream = js.get_stream("IGRELAY_OUTCOMES").await?;
     let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig { filter_subject: "ig.v1.out.>".into(), ..Default::default() })
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "ig.v1.out.>".into(),
+            ..Default::default()
+        })
         .await?;
     let mut messages = consumer.messages().await?;
     let mut out: HashMap<String, v1::CommandOutcome> = HashMap::new();

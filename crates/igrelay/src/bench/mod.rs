@@ -2,6 +2,7 @@
 //! baseline measured in the same run on the same machine.
 
 mod dispatch;
+mod enrich;
 mod ingest;
 mod load;
 
@@ -13,6 +14,8 @@ pub enum BenchCommand {
     Ingest(ingest::IngestBenchArgs),
     /// Dispatch against Meta's per-account limit, enforced by the emulator (see docs/benchmarks.md).
     Dispatch(dispatch::DispatchBenchArgs),
+    /// Enriched events/s with a warm cache, and the latency enrich adds (see docs/benchmarks.md).
+    Enrich(enrich::EnrichBenchArgs),
     /// The baseline server of `bench ingest` (started by it; not for direct use).
     #[command(hide = true)]
     BaselineServer(ingest::BaselineArgs),
@@ -22,6 +25,7 @@ pub async fn run(cfg: Config, cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Ingest(args) => ingest::run(args).await,
         BenchCommand::Dispatch(args) => dispatch::run(args).await,
+        BenchCommand::Enrich(args) => enrich::run(args).await,
         BenchCommand::BaselineServer(args) => ingest::baseline_server(cfg, args).await,
     }
 }

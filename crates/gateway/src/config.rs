@@ -1,0 +1,193 @@
+//! Gateway configuration (`[gateway]` in the TOML file, `IGRELAY_GATEWAY__*` in the environment).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use igrelay_bus::connect::humantime_ms;
+
+use crate::auth::Scope;
+
+/// One API key: callers present the key itself; only its SHA-256 is configured.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Names the caller in commands, outcomes, audit records and logs (never the key).
+    pub id: String,
+    /// Lowercase hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+    /// What the key may do: accounts:read, accounts:admin, messages:send, conversations:read,
+    /// events:read.
+    pub scopes: Vec<String>,
+    /// Accounts the key may act for; empty = every account.
+    #[serde(default)]
+    pub accounts: Vec<String>,
+}
+
+impl ApiKeyConfig {
+    /// A key entry for `key` (hashed here) with every scope and every account; for development.
+    pub fn all_scopes(id: &str, key: &str) -> Self {
+        Self {
+            id: id.into(),
+            sha256: sha256_hex(key),
+            scopes: Scope::names().into_iter().map(str::to_owned).collect(),
+            accounts: Vec::new(),
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of an API key, as `api_keys[].sha256` expects.
+pub fn sha256_hex(key: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// Scheduled refresh of long-lived Instagram User tokens (Instagram Login accounts).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenRefreshConfig {
+    pub enabled: bool,
+    /// Refresh a token once it is this old (Meta allows it from 24 h; tokens live 60 days).
+    #[serde(with = "humantime_ms")]
+    pub refresh_after: Duration,
+    /// How often accounts are checked.
+    #[serde(with = "humantime_ms")]
+    pub check_interval: Duration,
+}
+
+impl Default for TokenRefreshConfig {
+    fn default() -> Self {
+        Self { enabled: true, refresh_after: Duration::from_secs(24 * 3600), check_interval: Duration::from_secs(600) }
+    }
+}
+
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics` (HTTP).
+    pub ops_listen: SocketAddr,
+    /// The API keys callers authenticate with.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// PEM certificate chain and private key: when both are set the gateway speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// How long to wait for JetStream to acknowledge a command before answering UNAVAILABLE.
+    #[serde(with = "humantime_ms")]
+    pub publish_deadline: Duration,
+    /// Longest wait for an outcome (`wait` on SendMessage, UploadAttachment, GetOutcome).
+    #[serde(with = "humantime_ms")]
+    pub max_wait: Duration,
+    /// Conversations API calls per second and account (Meta allows 2).
+    pub conversations_per_s: u32,
+    /// A Conversations call that would have to queue longer than this for its account's rate
+    /// answers RESOURCE_EXHAUSTED instead.
+    #[serde(with = "humantime_ms")]
+    pub conversations_max_queue: Duration,
+    /// Events buffered per StreamEvents call; a caller that reads slower than events arrive
+    /// holds back only its own stream once this many are waiting.
+    pub events_buffer: usize,
+    pub token_refresh: TokenRefreshConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            ops_listen: SocketAddr::from(([0, 0, 0, 0], 8083)),
+            api_keys: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            publish_deadline: Duration::from_secs(2),
+            max_wait: Duration::from_secs(60),
+            conversations_per_s: 2,
+            conversations_max_queue: Duration::from_secs(2),
+            events_buffer: 16,
+            token_refresh: TokenRefreshConfig::default(),
+        }
+    }
+}
+
+/// A configuration value that cannot work, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl GatewayConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key: &str, problem: String| Err(ConfigError { key: key.into(), problem });
+        if self.api_keys.is_empty() {
+            return err(
+                "gateway.api_keys",
+                "at least one API key is required ({ id, sha256, scopes, accounts })".into(),
+            );
+        }
+        let mut ids = HashSet::new();
+        for (i, k) in self.api_keys.iter().enumerate() {
+            let key = format!("gateway.api_keys[{i}]");
+            if k.id.trim().is_empty() {
+                return err(&format!("{key}.id"), "must not be empty".into());
+            }
+            if !ids.insert(k.id.as_str()) {
+                return err(&format!("{key}.id"), format!("{:?} appears twice", k.id));
+            }
+            if k.sha256.len() != 64 || hex::decode(&k.sha256).is_err() {
+                return err(&format!("{key}.sha256"), "must be the 64 hex digits of the key's SHA-256".into());
+            }
+            if k.scopes.is_empty() {
+                return err(&format!("{key}.scopes"), "at least one scope".into());
+            }
+            for s in &k.scopes {
+                if Scope::parse(s).is_none() {
+                    return err(
+                        &format!("{key}.scopes"),
+                        format!("unknown scope {s:?} (known: {})", Scope::names().join(", ")),
+                    );
+                }
+            }
+            for a in &k.accounts {
+                if let Err(e) = igrelay_core::ids::check_token(a) {
+                    return err(&format!("{key}.accounts"), format!("{a:?}: {e}"));
+                }
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => {
+                if !c.is_file() {
+                    return err("gateway.tls_cert", format!("{} is not a file", c.display()));
+                }
+                if !k.is_file() {
+                    return err("gateway.tls_key", format!("{} is not a file", k.display()));
+                }
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return err("gateway.tls_key", "required when tls_cert is set".into());
+            }
+            (None, Some(_)) => {
+                return err("gateway.tls_cert", "required when tls_key is set".into());
+            }
+        }
+        if self.publish_deadline.is_zero() {
+            return err("gateway.publish_deadline", "must be above 0".into());
+        }
+        if self.max_wait.is_zero() {
+            return err("gateway.max_wait", "must be above 0".into());
+        }
+        if self.conversations_per_s == 0 {
+            return err("gateway.conversations_per_s", "must be at least 1".into());
+        }
+        if self.events_buffer == 0 {
+            return err("gateway.events_buffer", "must be at least 1".into());
+        }
+        if self.token_refresh.enabled && self.token_refresh.check_interval.is_zero() {
+            return err("gateway.token_refresh.check_interval", "must be above 0".into());
+        }
+        Ok(())
+    }
+}
