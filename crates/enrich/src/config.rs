@@ -51,6 +51,14 @@ pub struct EnrichConfig {
     pub durable: String,
     /// Events delivered but not yet acknowledged, across replicas.
     pub max_ack_pending: i64,
+    /// One replica consumes at a time (a NATS pinned-client priority group): order per
+    /// conversation then holds across replicas; the others stand by. `false`: replicas share the
+    /// work, and order holds per replica only.
+    pub exclusive: bool,
+    /// How long the active replica may stop pulling before a standby one takes over (a graceful
+    /// stop hands over at once).
+    #[serde(with = "humantime_ms")]
+    pub pin_timeout: Duration,
 }
 
 impl Default for EnrichConfig {
@@ -70,6 +78,8 @@ impl Default for EnrichConfig {
             status_base_url: "http://localhost:8082".into(),
             durable: "enrich".into(),
             max_ack_pending: 4096,
+            exclusive: true,
+            pin_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -117,6 +127,9 @@ impl EnrichConfig {
         }
         if self.max_ack_pending < 1 {
             return err("enrich.max_ack_pending", "must be at least 1");
+        }
+        if self.pin_timeout < Duration::from_secs(2) {
+            return err("enrich.pin_timeout", "must be at least 2s (the active replica pulls every second)");
         }
         Ok(())
     }

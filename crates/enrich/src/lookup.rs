@@ -1,7 +1,8 @@
 //! Resolving a user's profile: the shared cache first, then consent, then one Graph call per
-//! (account, user) in flight in this process however many events ask at once. The call runs in
-//! its own task, so an event that stops waiting at its deadline does not cancel it: the answer
-//! still fills the cache for the events that follow.
+//! (account, user) in flight however many events ask at once: in this process through one shared
+//! future, across replicas through a claim in the bucket (the claimant calls, the others wait for
+//! its answer in the cache). The call runs in its own task, so an event that stops waiting at its
+//! deadline does not cancel it: the answer still fills the cache for the events that follow.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -46,6 +46,8 @@ pub const CONSUMED_KINDS: [EventKind; 4] =
 
 /// The queue group of the request/reply responders: one replica answers each request.
 const QUEUE_GROUP: &str = "enrich";
+/// The priority group of the exclusive consumer.
+const PIN_GROUP: &str = "enrich";
 /// How long an on-demand profile request may take (callers' NATS request timeout is 5 s).
 const REQUEST_DEADLINE: Duration = Duration::from_secs(4);
 
@@ -91,6 +93,8 @@ pub async fn run_with_listener(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
+    // Our own stop (a failed consumer) must not stop the rest of an `igrelay dev` process.
+    let shutdown = shutdown.child_token();
     let keyring = Keyring::from_config(&accounts)?;
     let graph = GraphClient::new(graph)?;
     let client = igrelay_bus::connect(&bus.nats).await?;
@@ -208,24 +212,31 @@ async fn consume(
 ) -> anyhow::Result<()> {
     let cfg = &shared.cfg;
     let stream = js.get_stream(StreamDef::Events.name()).await?;
+    let mut config = pull::Config {
+        durable_name: Some(cfg.durable.clone()),
+        description: Some("enrich: inbound user events → ig.v1.enr.>".into()),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: cfg.max_ack_pending,
+        filter_subjects: CONSUMED_KINDS.iter().map(|k| subjects::events_of_kind(*k)).collect(),
+        ..Default::default()
+    };
+    if cfg.exclusive {
+        // The server delivers to one pinned replica; the others take over if it stops pulling.
+        config.priority_policy = jetstream::consumer::PriorityPolicy::PinnedClient;
+        config.priority_groups = vec![PIN_GROUP.into()];
+        config.priority_timeout = cfg.pin_timeout;
+    }
     let consumer = stream
-        .create_consumer(pull::Config {
-            durable_name: Some(cfg.durable.clone()),
-            description: Some("enrich: inbound user events → ig.v1.enr.>".into()),
-            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: cfg.max_ack_pending,
-            filter_subjects: CONSUMED_KINDS.iter().map(|k| subjects::events_of_kind(*k)).collect(),
-            ..Default::default()
-        })
+        .create_consumer(config)
         .await
         .with_context(|| format!("cannot create consumer {} on IGRELAY_EVENTS", cfg.durable))?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(512)
-        .messages()
-        .await
-        .context("cannot start pulling from IGRELAY_EVENTS")?;
+    let mut builder = consumer.stream().max_messages_per_batch(512);
+    if cfg.exclusive {
+        // Pulls must expire well within pin_timeout or the pin lapses between them.
+        builder = builder.group(PIN_GROUP).expires(Duration::from_secs(1)).heartbeat(Duration::from_millis(500));
+    }
+    let mut messages = builder.messages().await.context("cannot start pulling from IGRELAY_EVENTS")?;
     shared.consuming.store(true, Ordering::Relaxed);
     tracing::info!(durable = %cfg.durable, lanes = cfg.concurrency, "enrich consuming");
 
@@ -285,6 +296,13 @@ async fn consume(
     }
     while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_millis(50), messages.next()).await {
         hand_back(&msg).await;
+    }
+    drop(messages);
+    if cfg.exclusive {
+        // Hand over to a standby replica now rather than after pin_timeout.
+        if let Err(e) = stream.unpin_consumer(&cfg.durable, PIN_GROUP).await {
+            tracing::debug!(error = %e, "cannot unpin; a standby replica takes over after enrich.pin_timeout");
+        }
     }
     tracing::info!("enrich consumer drained");
     Ok(())

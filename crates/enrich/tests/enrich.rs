@@ -285,7 +285,8 @@ async fn profile_and_forget_on_nats_request_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_the_cache_and_a_forget_reaches_both() {
-    let app = App::start().await;
+    // Both replicas consume at once here, so both may miss the cache for the same user.
+    let app = App::start_with(|c| c.exclusive = false).await;
     let replica = app.start_replica().await;
     let user = "5500000000000901";
     app.user_with_consent(user).await;
@@ -362,5 +363,92 @@ async fn usage_headers_near_the_limit_pause_lookups() {
         }
     }
     assert_eq!(app.profile_calls().await, 4);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_holds_across_replicas_and_a_standby_takes_over() {
+    let mut app = App::start().await;
+    let replica = app.start_replica().await;
+    let users: Vec<String> = (1..=5).map(|i| format!("55000000000012{i:02}")).collect();
+    for u in &users {
+        app.user_with_consent(u).await;
+    }
+    let mut sent = Vec::new();
+    let first: Vec<_> = (0..100).map(|i| app.message(&users[i % 5], &format!("a{i}"))).collect();
+    sent.extend(first.iter().map(|e| e.meta.as_ref().unwrap().event_id.clone()));
+    app.publish(&first).await;
+    app.enriched(100).await;
+
+    // The active process stops; the standby one carries on.
+    app.shutdown.cancel();
+    (&mut app.task).await.unwrap().unwrap();
+    let second: Vec<_> = (0..100).map(|i| app.message(&users[i % 5], &format!("b{i}"))).collect();
+    sent.extend(second.iter().map(|e| e.meta.as_ref().unwrap().event_id.clone()));
+    app.publish(&second).await;
+    let out = app.enriched(200).await;
+    assert!(out.iter().all(|(_, e)| e.enriched));
+    for u in &users {
+        let got: Vec<String> = out
+            .iter()
+            .filter(|(_, e)| e.profile.as_ref().unwrap().igsid == *u)
+            .map(|(_, e)| e.event.as_ref().unwrap().meta.as_ref().unwrap().event_id.clone())
+            .collect();
+        let idx = users.iter().position(|x| x == u).unwrap();
+        let expected: Vec<String> = sent.iter().skip(idx).step_by(5).cloned().collect();
+        assert_eq!(got, expected, "order of {u}");
+    }
+    assert_eq!(app.profile_calls().await, 5);
+    replica.shutdown.cancel();
+    replica.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_through_ingest_come_out_enriched() {
+    let app = App::start().await;
+    // Ingest receives the emulator's signed webhooks, as in `igrelay dev`.
+    let mut bus = igrelay_bus::BusConfig::default();
+    bus.nats.url = app.nats.url();
+    let ingest_cfg = igrelay_ingest::IngestConfig {
+        verify_token: igrelay_runtime::Secret::new("vt"),
+        app_secrets: vec![igrelay_runtime::Secret::new("emulator-app-secret")],
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ingest_base = format!("http://{}", listener.local_addr().unwrap());
+    let callback = format!("{ingest_base}/webhooks/instagram");
+    let stop_ingest = tokio_util::sync::CancellationToken::new();
+    let ingest = tokio::spawn(igrelay_ingest::run_with_listener(ingest_cfg, bus, listener, stop_ingest.clone()));
+    app.emulator.admin.post("/_admin/webhook", &json!({"callback_url": callback})).await.unwrap();
+    let mut ready = false;
+    for _ in 0..200 {
+        let r = igrelay_testkit::http::get(&app.http, &format!("{ingest_base}/readyz")).await;
+        if r.is_ok_and(|r| r.status == 200) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "ingest became ready");
+
+    let user = "5500000000001301";
+    let dm = app.emulator.admin.simulate_dm(ACCOUNT, user, "hello from Instagram").await.unwrap();
+    app.enriched(1).await;
+    app.emulator
+        .admin
+        .simulate("postback", &json!({"from": user, "title": "Prices", "payload": "PRICES"}))
+        .await
+        .unwrap();
+    app.emulator.admin.simulate("reaction", &json!({"from": user, "mid": dm["mid"]})).await.unwrap();
+    let out = app.enriched(3).await;
+    let kinds: Vec<&str> = out.iter().map(|(s, _)| s.rsplit('.').next().unwrap()).collect();
+    assert_eq!(kinds, ["message", "postback", "reaction"]);
+    for (_, e) in &out {
+        assert!(e.enriched, "{}", e.not_enriched_detail);
+        assert_eq!(e.profile.as_ref().unwrap().igsid, user);
+    }
+    assert_eq!(app.profile_calls().await, 1);
+    stop_ingest.cancel();
+    ingest.await.unwrap().unwrap();
     app.stop().await;
 }

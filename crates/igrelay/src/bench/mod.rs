@@ -14,7 +14,7 @@ pub enum BenchCommand {
     Ingest(ingest::IngestBenchArgs),
     /// Dispatch against Meta's per-account limit, enforced by the emulator (see docs/benchmarks.md).
     Dispatch(dispatch::DispatchBenchArgs),
-    /// Enriched events/s with a warm cache, and the latency enrich adds (see docs/benchmarks.md).
+    /// Enriched events/s with a warm cache, and the latency enrich adds (see docs/enrich.md).
     Enrich(enrich::EnrichBenchArgs),
     /// The baseline server of `bench ingest` (started by it; not for direct use).
     #[command(hide = true)]
