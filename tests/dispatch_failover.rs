@@ -37,6 +37,7 @@ fn dispatch(nats: &str, graph: &str) -> Running {
             ("IGRELAY_DISPATCH__LISTEN", "127.0.0.1:0".into()),
             ("IGRELAY_DISPATCH__LIMITS__SEND_PER_S", LIMIT.to_string()),
             ("IGRELAY_DISPATCH__RETRY_INITIAL", "50ms".into()),
+            ("IGRELAY_DISPATCH__ACK_WAIT", "3s".into()),
             ("IGRELAY_TOPOLOGY__COMMAND_PARTITIONS", "6".into()),
             ("IGRELAY_TOPOLOGY__DISPATCH_LEASE_TTL", "1500ms".into()),
         ],
@@ -55,7 +56,8 @@ async fn three_dispatchers_one_killed_nothing_lost_order_and_limits_hold() {
 
     // Ingest + emulator: users write, so the windows are open.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ingest_url = format!("http://{}/webhooks/instagram", listener.local_addr().unwrap());
+    let ingest_base = format!("http://{}", listener.local_addr().unwrap());
+    let ingest_url = format!("{ingest_base}/webhooks/instagram");
     let ingest_cfg = igrelay_ingest::IngestConfig {
         verify_token: Secret::new("vt"),
         app_secrets: vec![Secret::new(SECRET)],
@@ -91,6 +93,10 @@ async fn three_dispatchers_one_killed_nothing_lost_order_and_limits_hold() {
         nats.js.get_stream("IGRELAY_COMMANDS").await.is_ok() && nats.js.get_stream("IGRELAY_EVENTS").await.is_ok()
     })
     .await;
+    // Ingest must be ready before the emulator sends the users' webhooks.
+    let ingest_ready = format!("{}/readyz", ingest_base);
+    let http = igrelay_testkit::http::client();
+    wait_for(|| async { igrelay_testkit::http::get(&http, &ingest_ready).await.is_ok_and(|r| r.status == 200) }).await;
     let users: Vec<String> = (0..USERS).map(|i| format!("55000000000003{i:02}")).collect();
     for u in &users {
         emulator.admin.simulate_dm(ACCOUNT, u, "hi").await.unwrap();

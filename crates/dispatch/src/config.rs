@@ -63,8 +63,9 @@ pub struct DispatchConfig {
     /// Longest wait after a throttling error when the usage headers give no time.
     #[serde(with = "humantime_ms")]
     pub throttle_wait: Duration,
-    /// How long JetStream waits for an acknowledgement before delivering a command again; long
-    /// calls send progress acks.
+    /// How long JetStream waits for an acknowledgement before delivering a command again (long
+    /// calls and waits send progress acks every third of it). It also bounds how long the commands
+    /// a killed process held take to reach the next owner.
     #[serde(with = "humantime_ms")]
     pub ack_wait: Duration,
 }
@@ -84,7 +85,7 @@ impl Default for DispatchConfig {
             retry_initial: Duration::from_millis(250),
             retry_max: Duration::from_secs(30),
             throttle_wait: Duration::from_secs(5),
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(10),
         }
     }
 }

@@ -414,24 +414,29 @@ async fn process(
         }
         attempts += 1;
         ctx.metrics.calls.inc();
-        let result = match (&plan, &upload) {
-            (Some(plan), _) => ctx.graph.send_message(&auth, acct, &plan.request).await.map(|r| {
-                (
-                    r.usage,
-                    v1::Sent {
-                        message_id: r.value.message_id.unwrap_or_default(),
-                        recipient_id: r.value.recipient_id.unwrap_or_default(),
-                        attachment_id: String::new(),
-                    },
-                )
-            }),
-            (None, Some((kind, url))) => ctx
-                .graph
-                .upload_attachment(&auth, acct, *kind, url, true)
-                .await
-                .map(|r| (r.usage, v1::Sent { attachment_id: r.value.attachment_id, ..Default::default() })),
-            (None, None) => return None,
+        let call = async {
+            match (&plan, &upload) {
+                (Some(plan), _) => ctx.graph.send_message(&auth, acct, &plan.request).await.map(|r| {
+                    (
+                        r.usage,
+                        v1::Sent {
+                            message_id: r.value.message_id.unwrap_or_default(),
+                            recipient_id: r.value.recipient_id.unwrap_or_default(),
+                            attachment_id: String::new(),
+                        },
+                    )
+                }),
+                (None, Some((kind, url))) => ctx
+                    .graph
+                    .upload_attachment(&auth, acct, *kind, url, true)
+                    .await
+                    .map(|r| (r.usage, v1::Sent { attachment_id: r.value.attachment_id, ..Default::default() })),
+                (None, None) => Err(GraphError::InvalidArgument("nothing to call".into())),
+            }
         };
+        // Keep the delivery alive during the call: a redelivery while the call is in flight
+        // would be taken for a dead owner's call and sent again.
+        let result = with_progress(msg, ctx.cfg.ack_wait / 3, call).await;
         permit.finish();
         match result {
             Ok((usage, sent)) => {
@@ -510,6 +515,20 @@ async fn acquire(
             return None;
         }
         let _ = msg.ack_with(AckKind::Progress).await;
+    }
+}
+
+/// Runs `fut`, sending a progress ack every `every` until it completes.
+async fn with_progress<T>(msg: &jetstream::Message, every: Duration, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::pin!(fut);
+    let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = ticker.tick() => {
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        }
     }
 }
 

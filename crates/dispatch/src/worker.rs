@@ -58,9 +58,16 @@ pub async fn run(ctx: Arc<Ctx>, partition: u32, lease: Lease, stop: Cancellation
     };
     // The previous owner may have called Meta until shortly before its lease ran out: wait one
     // rate-limit window so its last second and ours never add up above a per-second limit.
+    // If it died holding commands, wait until they are due for redelivery (ack_wait), so they come
+    // before newer commands of the same recipients and order holds.
+    let pending = consumer.clone().info().await.map(|i| i.num_ack_pending).unwrap_or(0);
+    let settle = if pending > 0 { ctx.cfg.ack_wait.max(Duration::from_secs(1)) } else { Duration::from_secs(1) };
+    if pending > 0 {
+        tracing::info!(partition, pending, "waiting for the previous owner's commands to be redelivered");
+    }
     tokio::select! {
         _ = stop.cancelled() => return,
-        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        _ = tokio::time::sleep(settle) => {}
     }
     tracing::info!(partition, "serving partition");
     let lanes: Arc<Mutex<HashMap<String, Lane>>> = Arc::default();

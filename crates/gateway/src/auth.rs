@@ -22,11 +22,22 @@ pub enum Scope {
     ConversationsRead,
     /// Stream events.
     EventsRead,
+    /// Read users' profiles (through enrich).
+    ProfilesRead,
+    /// Forget users (implies profiles:read).
+    ProfilesAdmin,
 }
 
 impl Scope {
-    const ALL: [Scope; 5] =
-        [Self::AccountsRead, Self::AccountsAdmin, Self::MessagesSend, Self::ConversationsRead, Self::EventsRead];
+    const ALL: [Scope; 7] = [
+        Self::AccountsRead,
+        Self::AccountsAdmin,
+        Self::MessagesSend,
+        Self::ConversationsRead,
+        Self::EventsRead,
+        Self::ProfilesRead,
+        Self::ProfilesAdmin,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +46,8 @@ impl Scope {
             Self::MessagesSend => "messages:send",
             Self::ConversationsRead => "conversations:read",
             Self::EventsRead => "events:read",
+            Self::ProfilesRead => "profiles:read",
+            Self::ProfilesAdmin => "profiles:admin",
         }
     }
 
@@ -124,7 +137,12 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 impl Principal {
     pub fn has(&self, scope: Scope) -> bool {
-        self.scopes.contains(&scope) || (scope == Scope::AccountsRead && self.scopes.contains(&Scope::AccountsAdmin))
+        let implied_by = match scope {
+            Scope::AccountsRead => Some(Scope::AccountsAdmin),
+            Scope::ProfilesRead => Some(Scope::ProfilesAdmin),
+            _ => None,
+        };
+        self.scopes.contains(&scope) || implied_by.is_some_and(|s| self.scopes.contains(&s))
     }
 
     /// PERMISSION_DENIED unless the key carries `scope`.
@@ -172,7 +190,7 @@ mod tests {
         Authenticator::new(&[ApiKeyConfig {
             id: "crm".into(),
             sha256: hex::encode(Sha256::digest(b"secret-key")),
-            scopes: vec!["accounts:admin".into(), "messages:send".into()],
+            scopes: vec!["accounts:admin".into(), "messages:send".into(), "profiles:admin".into()],
             accounts: vec!["111".into()],
         }])
     }
@@ -186,6 +204,7 @@ mod tests {
         assert_eq!(p.key_id, "crm");
         assert!(p.has(Scope::AccountsRead));
         assert!(!p.has(Scope::EventsRead));
+        assert!(p.has(Scope::ProfilesRead) && p.has(Scope::ProfilesAdmin));
         assert!(p.may_act_for("111") && !p.may_act_for("222"));
         let mut r = Request::new(());
         r.metadata_mut().insert("x-api-key", "secret-key".parse().unwrap());

@@ -18,7 +18,7 @@ pub struct ApiKeyConfig {
     /// Lowercase hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
     pub sha256: String,
     /// What the key may do: accounts:read, accounts:admin, messages:send, conversations:read,
-    /// events:read.
+    /// events:read, profiles:read, profiles:admin.
     pub scopes: Vec<String>,
     /// Accounts the key may act for; empty = every account.
     #[serde(default)]
@@ -89,6 +89,10 @@ pub struct GatewayConfig {
     /// Events buffered per StreamEvents call; a caller that reads slower than events arrive
     /// holds back only its own stream once this many are waiting.
     pub events_buffer: usize,
+    /// How long GetUserProfile and ForgetUser wait for enrich's answer (NATS request/reply),
+    /// at most the call's gRPC deadline; then DEADLINE_EXCEEDED.
+    #[serde(with = "humantime_ms")]
+    pub profiles_timeout: Duration,
     pub token_refresh: TokenRefreshConfig,
 }
 
@@ -105,6 +109,7 @@ impl Default for GatewayConfig {
             conversations_per_s: 2,
             conversations_max_queue: Duration::from_secs(2),
             events_buffer: 16,
+            profiles_timeout: Duration::from_secs(5),
             token_refresh: TokenRefreshConfig::default(),
         }
     }
@@ -184,6 +189,9 @@ impl GatewayConfig {
         }
         if self.events_buffer == 0 {
             return err("gateway.events_buffer", "must be at least 1".into());
+        }
+        if self.profiles_timeout.is_zero() {
+            return err("gateway.profiles_timeout", "must be above 0".into());
         }
         if self.token_refresh.enabled && self.token_refresh.check_interval.is_zero() {
             return err("gateway.token_refresh.check_interval", "must be above 0".into());

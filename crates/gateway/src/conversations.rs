@@ -118,20 +118,17 @@ impl ConversationsService for Gateway {
     ) -> Result<Response<ListMessagesResponse>, Status> {
         let account = request.get_ref().account_id.clone();
         let conversation = request.get_ref().conversation_id.clone();
-        if !request.get_ref().page_token.is_empty() {
-            // igrelay_graph offers the first page of a conversation's messages
-            // (`conversation_messages`) and a stream of all of them, but no single later page.
-            return Err(Status::unimplemented("page_token: only the first page of messages is available yet"));
-        }
         let auth = self.graph_auth(&request, &account, |v| v.graph_id("conversation_id", &conversation)).await?;
-        let conv = match self.graph.conversation_messages(&auth, &conversation).await {
-            Ok(c) => c.value,
+        // The page token is Meta's `after` cursor, passed through untouched (opaque to callers).
+        let token = &request.get_ref().page_token;
+        let after = (!token.is_empty()).then_some(token.as_str());
+        let page = match self.graph.conversation_messages_page(&auth, &conversation, after, None).await {
+            Ok(p) => p.value,
             Err(e) => return Err(self.graph_failed(&account, e).await),
         };
         Ok(Response::new(ListMessagesResponse {
-            next_page_token: conv.messages.next_cursor().unwrap_or_default(),
-            messages: conv
-                .messages
+            next_page_token: page.next_cursor().unwrap_or_default(),
+            messages: page
                 .data
                 .into_iter()
                 .map(|m| ConversationMessage {

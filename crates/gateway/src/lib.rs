@@ -11,6 +11,8 @@
 //!   Conversations API rate per account.
 //! - `igrelay.v1.EventsService`: live, filtered, resumable event streams with per-caller flow
 //!   control.
+//! - `igrelay.v1.ProfilesService`: users' profiles on demand and forgetting a user, forwarded to
+//!   the enrich service over NATS request/reply.
 //! - `grpc.health.v1.Health` (serving only while NATS is connected) and server reflection.
 //!
 //! Callers authenticate with API keys carrying scopes and optionally a list of accounts. See
@@ -24,6 +26,7 @@ mod events;
 mod messaging;
 mod metrics;
 mod outcomes;
+mod profiles;
 mod refresh;
 mod server;
 mod status;

@@ -29,6 +29,7 @@ use crate::proto::accounts_service_server::AccountsServiceServer;
 use crate::proto::conversations_service_server::ConversationsServiceServer;
 use crate::proto::events_service_server::EventsServiceServer;
 use crate::proto::messaging_service_server::MessagingServiceServer;
+use crate::proto::profiles_service_server::ProfilesServiceServer;
 use crate::status;
 
 /// Everything the handlers share.
@@ -47,7 +48,7 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
 }
 
-/// The service implementation (one value behind all four services).
+/// The service implementation (one value behind all five services).
 #[derive(Clone)]
 pub(crate) struct Gateway(pub Arc<Shared>);
 
@@ -204,7 +205,8 @@ pub async fn run_with_listener(
         .add_service(AccountsServiceServer::new(gw.clone()))
         .add_service(MessagingServiceServer::new(gw.clone()))
         .add_service(ConversationsServiceServer::new(gw.clone()))
-        .add_service(EventsServiceServer::new(gw))
+        .add_service(EventsServiceServer::new(gw.clone()))
+        .add_service(ProfilesServiceServer::new(gw))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown.clone().cancelled_owned(),
@@ -240,12 +242,13 @@ async fn setup(
     Ok((store, outcomes, leases))
 }
 
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 6] = [
     "",
     <AccountsServiceServer<Gateway> as NamedService>::NAME,
     <MessagingServiceServer<Gateway> as NamedService>::NAME,
     <ConversationsServiceServer<Gateway> as NamedService>::NAME,
     <EventsServiceServer<Gateway> as NamedService>::NAME,
+    <ProfilesServiceServer<Gateway> as NamedService>::NAME,
 ];
 
 /// gRPC health follows the NATS connection: SERVING while connected, NOT_SERVING otherwise and

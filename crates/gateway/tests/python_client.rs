@@ -51,3 +51,14 @@ async fn python_client_sees_grpc_error_statuses() {
     assert!(out.contains("\"step\": \"deadline_exceeded\""), "{out}");
     stack.stop().await;
 }
+
+/// ProfilesService through grpcio, with enrich answering: a profile on demand, ForgetUser, and
+/// the refusal afterwards with its google.rpc.ErrorInfo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_gets_and_forgets_a_profile() {
+    let stack = Stack::start().await;
+    stack.start_enrich().await;
+    let out = stack.python("profiles").await;
+    assert!(out.contains("\"step\": \"no_consent\""), "{out}");
+    stack.stop().await;
+}

@@ -43,10 +43,20 @@ async fn reflection_lists_every_service_and_describes_them() {
         "igrelay.v1.MessagingService",
         "igrelay.v1.ConversationsService",
         "igrelay.v1.EventsService",
+        "igrelay.v1.ProfilesService",
         "grpc.health.v1.Health",
     ] {
         assert!(names.iter().any(|n| n == s), "{s} not in {names:?}");
     }
+    // Health knows the new service too (SERVING once the stack is).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(stack.channel.clone());
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "igrelay.v1.ProfilesService".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     let Some(MessageResponse::FileDescriptorResponse(files)) = answers.next().await.unwrap().unwrap().message_response
     else {
         panic!("expected file descriptors");
@@ -187,6 +197,56 @@ async fn conversations_through_the_graph_api() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_messages_pages_through_a_conversation() {
+    // The gateway's own Conversations limit is not what this test is about.
+    let stack =
+        Stack::start_with(Options { tune: Some(Box::new(|c| c.conversations_per_s = 100)), ..Default::default() })
+            .await;
+    stack.register_default().await;
+    let user = "5500000000000056";
+    // 30 messages: more than the emulator's (and Meta's) default page of 25.
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        let sim = stack.emulator.admin.simulate_dm(ACCOUNT, user, &format!("message {i}")).await.unwrap();
+        sent.push(sim["mid"].as_str().unwrap().to_owned());
+    }
+    let conversation_id =
+        stack.emulator.admin.simulate_dm(ACCOUNT, user, "message 30").await.unwrap()["conversation_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let mut conv = stack.conversations();
+    let list = |page_token: String| {
+        req(
+            ListMessagesRequest { account_id: ACCOUNT.into(), conversation_id: conversation_id.clone(), page_token },
+            ADMIN_KEY,
+        )
+    };
+    let mut ids = Vec::new();
+    let mut pages = 0;
+    let mut token = String::new();
+    loop {
+        let page = conv.list_messages(list(token)).await.unwrap().into_inner();
+        pages += 1;
+        assert!(!page.messages.is_empty(), "page {pages} is empty");
+        ids.extend(page.messages.into_iter().map(|m| m.message_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        assert!(pages < 10, "more pages than messages");
+        token = page.next_page_token;
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(ids.len(), 31);
+    // Newest first, each message once.
+    assert_eq!(ids[30], sent[0]);
+    assert_eq!(ids[1], sent[29]);
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len());
     stack.stop().await;
 }
 

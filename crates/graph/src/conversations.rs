@@ -124,17 +124,35 @@ impl GraphClient {
         self.get("conversation", auth, seg(conversation_id)?, &q).await
     }
 
+    fn conversation_messages_listing(conversation_id: &str, limit: Option<u32>) -> Result<Listing, GraphError> {
+        let mut query = vec![("fields", "id,created_time,is_unsupported".to_owned())];
+        if let Some(l) = limit {
+            query.push(("limit", l.to_string()));
+        }
+        Ok(Listing { endpoint: "conversation_messages", path: format!("{}/messages", seg(conversation_id)?), query })
+    }
+
+    /// `GET /<CONVERSATION_ID>/messages?fields=…&after=<cursor>&limit=…`: one page of a
+    /// conversation's message ids, newest first. `after` is the cursor of the previous page
+    /// ([`Page::next_cursor`], also the one of [`GraphClient::conversation_messages`]'s first
+    /// page); `limit` unset = Meta's default page size.
+    pub async fn conversation_messages_page(
+        &self,
+        auth: &AccountAuth,
+        conversation_id: &str,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Response<Page<MessageRef>>, GraphError> {
+        self.list_page(auth, &Self::conversation_messages_listing(conversation_id, limit)?, after).await
+    }
+
     /// Every message id of a conversation, newest first, through the `/messages` edge.
     pub fn all_conversation_messages(
         &self,
         auth: &AccountAuth,
         conversation_id: &str,
     ) -> BoxStream<'static, Result<MessageRef, GraphError>> {
-        let listing = seg(conversation_id).map(|c| Listing {
-            endpoint: "conversation_messages",
-            path: format!("{c}/messages"),
-            query: vec![("fields", "id,created_time,is_unsupported".to_owned())],
-        });
+        let listing = Self::conversation_messages_listing(conversation_id, None);
         self.list_or_err(auth, listing)
     }
 

@@ -55,6 +55,48 @@ async fn messages_of_a_conversation_and_details_only_for_the_20_most_recent() {
 }
 
 #[tokio::test]
+async fn messages_of_a_conversation_page_by_cursor() {
+    let c = start().await;
+    let (user, first_mid) = c.dm("6100000000000311", "first").await;
+    for i in 0..29 {
+        c.client.send_message(&c.auth, &c.ig, &SendRequest::text(&user, format!("reply {i}"))).await.unwrap();
+    }
+    let conv = c.client.conversation_with(&c.auth, &c.ig, &user).await.unwrap().value.unwrap();
+    // 30 messages: a first page of Meta's default 25, then the rest by cursor.
+    let first = c.client.conversation_messages_page(&c.auth, &conv.id, None, None).await.unwrap().value;
+    assert_eq!(first.data.len(), 25);
+    let cursor = first.next_cursor().expect("a second page");
+    let second = c.client.conversation_messages_page(&c.auth, &conv.id, Some(&cursor), None).await.unwrap().value;
+    assert_eq!(second.data.len(), 5);
+    assert_eq!(second.next_cursor(), None, "last page");
+    assert_eq!(second.data.last().unwrap().id, first_mid, "newest first");
+    // The cursor of the conversation's embedded first page continues on the edge too.
+    let embedded = c.client.conversation_messages(&c.auth, &conv.id).await.unwrap().value.messages;
+    assert_eq!(embedded.data, first.data);
+    let cursor = embedded.next_cursor().expect("a second page");
+    let again = c.client.conversation_messages_page(&c.auth, &conv.id, Some(&cursor), None).await.unwrap().value;
+    assert_eq!(again.data, second.data);
+    // An explicit limit, and every id exactly once across the pages.
+    let mut ids = Vec::new();
+    let mut after = None::<String>;
+    loop {
+        let page = c.client.conversation_messages_page(&c.auth, &conv.id, after.as_deref(), Some(7)).await.unwrap();
+        assert!(page.value.data.len() <= 7);
+        ids.extend(page.value.data.iter().map(|m| m.id.clone()));
+        match page.value.next_cursor() {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let all: Vec<String> =
+        c.client.all_conversation_messages(&c.auth, &conv.id).map_ok(|m| m.id).try_collect().await.unwrap();
+    assert_eq!(ids, all);
+    assert_eq!(ids.len(), 30);
+    let e = c.client.conversation_messages_page(&c.auth, "../x", None, None).await.unwrap_err();
+    assert!(matches!(e, GraphError::InvalidArgument(_)), "{e:?}");
+}
+
+#[tokio::test]
 async fn user_profile_needs_consent_and_hides_blocked_users() {
     let c = start().await;
     c.emu.admin.post("/_admin/users", &json!({"id": "6100000000000401", "username": "peter_chang_live", "name": "Peter Chang", "follower_count": 1234, "is_business_follow_user": true})).await.unwrap();

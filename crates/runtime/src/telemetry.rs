@@ -69,8 +69,13 @@ pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<Telemetr
     // The trace layer sees info-level spans whatever RUST_LOG says (trace context must travel
     // even when logs are quiet) and no log events (they would become span events, costly on
     // every request and already in the logs).
+    // Busy/idle timing, thread and source-location attributes cost work on every poll of every
+    // request's span and say little here: off.
     let otel_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false)
         .with_filter(tracing_subscriber::filter::filter_fn(|m| m.is_span() && *m.level() <= tracing::Level::INFO));
     if tracing_subscriber::registry().with(fmt_layer).with(otel_layer).try_init().is_ok() {
         tracing::info!(service, otlp, "telemetry ready");

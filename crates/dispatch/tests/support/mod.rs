@@ -57,7 +57,8 @@ impl Harness {
             ..Default::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ingest_url = format!("http://{}/webhooks/instagram", listener.local_addr().unwrap());
+        let ingest_base = format!("http://{}", listener.local_addr().unwrap());
+        let ingest_url = format!("{ingest_base}/webhooks/instagram");
         tasks.push(tokio::spawn(igrelay_ingest::run_with_listener(
             ingest_cfg,
             bus.clone(),
@@ -80,7 +81,15 @@ impl Harness {
 
         let h = Harness { publisher: Publisher::new(nats.js.clone()), nats, emulator, accounts, bus, shutdown, tasks };
         h.spawn_dispatch(dcfg).await;
-        // Ready when ingest and dispatch created their streams and dispatch learns windows.
+        // Ready when ingest answers (the emulator's webhooks must not meet a 503), dispatch
+        // created its streams and learns windows.
+        let http = igrelay_testkit::http::client();
+        for _ in 0..400 {
+            if igrelay_testkit::http::get(&http, &format!("{ingest_base}/readyz")).await.is_ok_and(|r| r.status == 200) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
         for _ in 0..400 {
             let events = h.nats.js.get_stream("IGRELAY_EVENTS").await.is_ok();
             let windows = match h.nats.js.get_stream("IGRELAY_EVENTS").await {

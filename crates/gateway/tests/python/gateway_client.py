@@ -61,6 +61,7 @@ class Client:
         self.messaging = gateway_pb2_grpc.MessagingServiceStub(self.channel)
         self.conversations = gateway_pb2_grpc.ConversationsServiceStub(self.channel)
         self.events = gateway_pb2_grpc.EventsServiceStub(self.channel)
+        self.profiles = gateway_pb2_grpc.ProfilesServiceStub(self.channel)
 
 
 def admin(emulator, path, body=None):
@@ -280,6 +281,48 @@ def scenario_errors(c, args):
     log(step="deadline_exceeded")
 
 
+def scenario_profiles(c, args):
+    """A user writes; their profile on demand (enrich answers through the gateway); forgetting
+    the user; the profile is then refused for want of consent."""
+    from igrelay.v1 import gateway_pb2 as pb, profiles_pb2
+
+    grpc = c.grpc
+    account = args.account
+    user = "5500000000000077"
+    register(c, pb, account, args.token)
+    admin(args.emulator, "/_admin/simulate/message", {"account": account, "from": user, "text": "hello"})
+    request = profiles_pb2.GetUserProfileRequest(account_id=account, igsid=user)
+    # Enrich records the consent when it takes the DM's event: until then the answer is
+    # FAILED_PRECONDITION (NO_CONSENT). Bounded wait.
+    got = None
+    for _ in range(200):
+        try:
+            got = c.profiles.GetUserProfile(request, metadata=c.md)
+            break
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.FAILED_PRECONDITION, f"before consent: {e.code()} {e.details()}")
+            time.sleep(0.05)
+    check(got is not None, "a profile once enrich saw the DM")
+    check(got.profile.igsid == user and got.profile.account_id == account, f"profile {got}")
+    check(got.profile.username != "", "username")
+    log(step="profile", username=got.profile.username, from_cache=got.from_cache)
+
+    forgot = c.profiles.ForgetUser(profiles_pb2.ForgetUserRequest(igsid=user, account_id=account), metadata=c.md)
+    check(forgot.confirmation_code != "" and forgot.status_url.endswith(forgot.confirmation_code), f"{forgot}")
+    check(forgot.entries_purged >= 2 and forgot.error == "", f"{forgot}")
+    log(step="forgotten", code=forgot.confirmation_code, entries=forgot.entries_purged)
+
+    try:
+        c.profiles.GetUserProfile(request, metadata=c.md)
+        raise AssertionError("a profile after ForgetUser")
+    except grpc.RpcError as e:
+        check(e.code() == grpc.StatusCode.FAILED_PRECONDITION, f"after forget: {e.code()}")
+        raw = dict(e.trailing_metadata() or []).get("grpc-status-details-bin", b"")
+        check(b"type.googleapis.com/google.rpc.ErrorInfo" in raw and b"NOT_ENRICHED_REASON_NO_CONSENT" in raw,
+              f"details {raw!r}")
+    log(step="no_consent")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--addr", required=True)
@@ -289,13 +332,15 @@ def main():
     p.add_argument("--token", default="IGAAemulatortoken1")
     p.add_argument("--reader-key", default="")
     p.add_argument("--limited-key", default="")
-    p.add_argument("scenario", choices=["flow", "resume", "errors"])
+    p.add_argument("scenario", choices=["flow", "resume", "errors", "profiles"])
     args = p.parse_args()
     stubs = tempfile.mkdtemp(prefix="igrelay-stubs-")
     generate_stubs(stubs)
     sys.path.insert(0, stubs)
     c = Client(args.addr, args.key)
-    {"flow": scenario_flow, "resume": scenario_resume, "errors": scenario_errors}[args.scenario](c, args)
+    scenarios = {"flow": scenario_flow, "resume": scenario_resume, "errors": scenario_errors,
+                 "profiles": scenario_profiles}
+    scenarios[args.scenario](c, args)
     log(ok=True)
 
 

@@ -30,6 +30,8 @@ pub const ADMIN_KEY: &str = "admin-key-0123456789";
 pub const LIMITED_KEY: &str = "limited-key-0123456789";
 /// Only accounts:read.
 pub const READER_KEY: &str = "reader-key-0123456789";
+/// Only profiles:read.
+pub const PROFILES_READER_KEY: &str = "profiles-reader-key-0123456789";
 
 fn key(id: &str, key: &str, scopes: &[&str], accounts: &[&str]) -> ApiKeyConfig {
     ApiKeyConfig {
@@ -41,11 +43,12 @@ fn key(id: &str, key: &str, scopes: &[&str], accounts: &[&str]) -> ApiKeyConfig 
 }
 
 pub fn api_keys() -> Vec<ApiKeyConfig> {
-    let all = ["accounts:admin", "messages:send", "conversations:read", "events:read"];
+    let all = ["accounts:admin", "messages:send", "conversations:read", "events:read", "profiles:admin"];
     vec![
         key("admin", ADMIN_KEY, &all, &[]),
         key("limited", LIMITED_KEY, &all, &["999"]),
         key("reader", READER_KEY, &["accounts:read"], &[]),
+        key("profiles-reader", PROFILES_READER_KEY, &["profiles:read"], &[]),
     ]
 }
 
@@ -210,6 +213,40 @@ impl Stack {
 
     pub fn events(&self) -> igrelay_gateway::proto::events_service_client::EventsServiceClient<Channel> {
         igrelay_gateway::proto::events_service_client::EventsServiceClient::new(self.channel.clone())
+    }
+
+    pub fn profiles(&self) -> igrelay_gateway::proto::profiles_service_client::ProfilesServiceClient<Channel> {
+        igrelay_gateway::proto::profiles_service_client::ProfilesServiceClient::new(self.channel.clone())
+    }
+
+    /// Starts the enrich service on this stack's NATS and emulator (it answers the gateway's
+    /// profile requests) and waits until it is ready. Stops with the stack.
+    pub async fn start_enrich(&self) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let cfg = igrelay_enrich::EnrichConfig {
+            app_secrets: vec![Secret::new("enrich-test-secret")],
+            // Tests assert what happens, not how fast.
+            deadline: Duration::from_secs(10),
+            status_base_url: base.clone(),
+            ..Default::default()
+        };
+        tokio::spawn(igrelay_enrich::run_with_listener(
+            cfg,
+            self.bus.clone(),
+            GraphConfig::single_host(self.emulator.base_url.clone()),
+            accounts_config(),
+            listener,
+            self.shutdown.clone(),
+        ));
+        let http = igrelay_testkit::http::client();
+        for _ in 0..200 {
+            if igrelay_testkit::http::get(&http, &format!("{base}/readyz")).await.is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("enrich did not become ready");
     }
 
     /// Registers the emulator's default account through the gateway.
