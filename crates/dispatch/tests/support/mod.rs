@@ -85,7 +85,8 @@ impl Harness {
         // created its streams and learns windows.
         let http = igrelay_testkit::http::client();
         for _ in 0..400 {
-            if igrelay_testkit::http::get(&http, &format!("{ingest_base}/readyz")).await.is_ok_and(|r| r.status == 200) {
+            if igrelay_testkit::http::get(&http, &format!("{ingest_base}/readyz")).await.is_ok_and(|r| r.status == 200)
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
