@@ -24,6 +24,23 @@ pub async fn read_all(js: &jetstream::Context, filter: &str) -> anyhow::Result<V
 
 /// Every message in `stream` matching `filter`, decoded as [`Event`].
 pub async fn read_stream(js: &jetstream::Context, stream: &str, filter: &str) -> anyhow::Result<Vec<StoredEvent>> {
+    read_messages(js, stream, filter)
+        .await?
+        .into_iter()
+        .map(|(subject, headers, payload, sequence)| {
+            Ok(StoredEvent { subject, headers, event: Event::decode(payload)?, sequence })
+        })
+        .collect()
+}
+
+/// (subject, headers, payload, stream sequence) of every message in `stream` matching `filter`,
+/// read with an ephemeral ordered consumer until the stream's count is reached or none comes
+/// for a while (the filter may match fewer messages than the stream holds).
+async fn read_messages(
+    js: &jetstream::Context,
+    stream: &str,
+    filter: &str,
+) -> anyhow::Result<Vec<(String, async_nats::HeaderMap, bytes::Bytes, u64)>> {
     let mut stream = js.get_stream(stream).await?;
     let expected = stream.info().await?.state.messages;
     let consumer = stream
@@ -31,17 +48,16 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str, filter: &str) ->
         .await?;
     let mut messages = consumer.messages().await?;
     let mut out = Vec::new();
-    // The filter may match fewer messages than the stream holds: stop when none comes for a while.
     while out.len() < expected as usize {
-        match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+        match tokio::time::timeout(Duration::from_millis(300), messages.next()).await {
             Ok(Some(Ok(msg))) => {
                 let sequence = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-                out.push(StoredEvent {
-                    subject: msg.subject.to_string(),
-                    headers: msg.headers.clone().unwrap_or_default(),
-                    event: Event::decode(msg.payload.clone())?,
+                out.push((
+                    msg.subject.to_string(),
+                    msg.headers.clone().unwrap_or_default(),
+                    msg.payload.clone(),
                     sequence,
-                });
+                ));
             }
             Ok(Some(Err(e))) => return Err(e.into()),
             Ok(None) | Err(_) => break,
@@ -56,21 +72,7 @@ pub async fn read_raw(
     stream: &str,
     filter: &str,
 ) -> anyhow::Result<Vec<(String, bytes::Bytes)>> {
-    let mut stream = js.get_stream(stream).await?;
-    let expected = stream.info().await?.state.messages;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig { filter_subject: filter.to_string(), ..Default::default() })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut out = Vec::new();
-    while out.len() < expected as usize {
-        match tokio::time::timeout(Duration::from_millis(300), messages.next()).await {
-            Ok(Some(Ok(msg))) => out.push((msg.subject.to_string(), msg.payload.clone())),
-            Ok(Some(Err(e))) => return Err(e.into()),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    Ok(out)
+    Ok(read_messages(js, stream, filter).await?.into_iter().map(|(s, _, p, _)| (s, p)).collect())
 }
 
 /// Number of messages in a stream.

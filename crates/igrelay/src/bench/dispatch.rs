@@ -21,7 +21,8 @@ use igrelay_runtime::Secret;
 use prost::Message as _;
 use serde_json::json;
 
-use super::ingest::{ChildGuard, rss_of};
+use super::ingest::ChildGuard;
+use super::measure::{percentile, round, rss_of};
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -168,24 +169,23 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
         .filter_map(|o| Some((timestamp_to_ms(o.completed_time.as_ref()?) - o_accepted(o)?) as f64))
         .collect();
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(f64::NAN);
     let not_sent = phase1.iter().chain(phase2.iter()).filter(|o| !matches!(o.result, Some(R::Sent(_)))).count();
     let report = json!({
         "bench": "dispatch",
         "accounts": args.accounts,
         "limit_per_account_per_s": args.limit,
-        "achieved_per_account_per_s": (achieved * 100.0).round() / 100.0,
+        "achieved_per_account_per_s": round(achieved),
         "ratio": (achieved / f64::from(args.limit) * 1000.0).round() / 1000.0,
         "throttle_errors": calls["throttled"].as_u64().unwrap_or(0),
         "order_violations": order_violations,
         "duplicates": duplicates,
         "not_sent": not_sent,
         "commands": phase1.len() + phase2.len(),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
+        "p50_ms": percentile(&lat, 0.50),
+        "p99_ms": percentile(&lat, 0.99),
         "latency_at_per_account_per_s": rate,
-        "rss_mib": (rss_kib as f64 / 1024.0 * 100.0).round() / 100.0,
-        "peak_rss_mib": (hwm_kib as f64 / 1024.0 * 100.0).round() / 100.0,
+        "rss_mib": round(rss_kib as f64 / 1024.0),
+        "peak_rss_mib": round(hwm_kib as f64 / 1024.0),
     });
     drop(dispatch);
     emulator.shutdown().await;

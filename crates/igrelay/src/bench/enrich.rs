@@ -21,6 +21,8 @@ use igrelay_runtime::Secret;
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 
+use super::measure::{cpu_ms, percentile, round};
+
 const ACCOUNT: &str = "17841400000000001";
 const TOKEN: &str = "IGAAemulatortoken1";
 const BENCH_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -161,27 +163,6 @@ async fn read(js: &jetstream::Context, stream: &str, from: u64, n: usize) -> any
         out.push((ms, msg.payload.clone()));
     }
     Ok(out)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-/// User + system CPU time of a process in milliseconds, from /proc (0 where unavailable).
-fn cpu_ms(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok())).sum();
-    ticks * 10
-}
-
-fn round(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 pub async fn run(args: EnrichBenchArgs) -> anyhow::Result<()> {

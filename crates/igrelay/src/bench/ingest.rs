@@ -18,6 +18,7 @@ use igrelay_testkit::http as thttp;
 use igrelay_testkit::webhook;
 
 use super::load::{self, RequestFn};
+use super::measure::{cpu_ms, round, rss_of};
 use crate::config::Config;
 
 const SECRET: &str = "bench-app-secret";
@@ -121,21 +122,6 @@ fn server_cpu(server: &LocalNatsServer) -> u64 {
     server.pid().map(cpu_ms).unwrap_or(0)
 }
 
-/// User + system CPU time of a process in milliseconds, from /proc (0 where unavailable).
-fn cpu_ms(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = [11, 12].iter().filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok())).sum();
-    // Linux reports in clock ticks of 100 Hz on every common configuration.
-    ticks * 10
-}
-
-fn round(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
 /// One signed single-message webhook, unique per (worker, i) so deduplication never
 /// short-circuits the work.
 fn request_fn(tag: &'static str) -> RequestFn {
@@ -181,20 +167,6 @@ async fn wait_ready(client: &thttp::HttpClient, addr: SocketAddr) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     anyhow::bail!("service on {addr} did not become ready")
-}
-
-/// (VmRSS, VmHWM) in KiB from /proc; zeros where /proc is not available.
-pub(super) fn rss_of(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// The least a durable ingest can do: publish the raw body to the events stream and await the

@@ -25,11 +25,7 @@ impl LoadResult {
     }
 
     pub fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_ms.is_empty() {
-            return f64::NAN;
-        }
-        let idx = ((self.latencies_ms.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_ms[idx.min(self.latencies_ms.len() - 1)]
+        super::measure::percentile(&self.latencies_ms, p)
     }
 }
 

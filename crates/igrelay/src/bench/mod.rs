@@ -5,6 +5,7 @@ mod dispatch;
 mod enrich;
 mod ingest;
 mod load;
+mod measure;
 
 use crate::config::Config;
 
