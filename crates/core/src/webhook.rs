@@ -52,23 +52,44 @@ pub fn verify<'a>(
     header: Option<&[u8]>,
     body: &[u8],
 ) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?;
-    let hex_sig = header.strip_prefix(b"sha256=").ok_or(SignatureError::Malformed)?;
-    if hex_sig.len() != 64 {
-        return Err(SignatureError::Malformed);
+    Verifier::new(secrets).verify(header, body)
+}
+
+/// Verifies signatures against a fixed set of app secrets. The HMAC key schedule of each secret
+/// is computed once here instead of on every delivery.
+#[derive(Clone)]
+pub struct Verifier {
+    macs: Vec<HmacSha256>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("secrets", &self.macs.len()).finish()
     }
-    let sig = hex::decode(hex_sig).map_err(|_| SignatureError::Malformed)?;
-    for secret in secrets {
-        let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
-            continue;
-        };
-        mac.update(body);
-        // verify_slice compares in constant time.
-        if mac.verify_slice(&sig).is_ok() {
-            return Ok(());
+}
+
+impl Verifier {
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        // HMAC accepts keys of any length, so `new_from_slice` does not fail in practice.
+        Self { macs: secrets.into_iter().filter_map(|s| HmacSha256::new_from_slice(s).ok()).collect() }
+    }
+
+    /// See [`verify`].
+    pub fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
+        let header = header.ok_or(SignatureError::Missing)?;
+        let hex_sig = header.strip_prefix(b"sha256=").ok_or(SignatureError::Malformed)?;
+        let mut sig = [0u8; 32];
+        hex::decode_to_slice(hex_sig, &mut sig).map_err(|_| SignatureError::Malformed)?;
+        for mac in &self.macs {
+            let mut mac = mac.clone();
+            mac.update(body);
+            // verify_slice compares in constant time.
+            if mac.verify_slice(&sig).is_ok() {
+                return Ok(());
+            }
         }
+        Err(SignatureError::Mismatch)
     }
-    Err(SignatureError::Mismatch)
 }
 
 /// Serialises `value` as Meta does: compact, with every non-ASCII character as `\uXXXX`
@@ -110,6 +131,20 @@ mod tests {
         assert_eq!(verify(secrets, None, body), Err(SignatureError::Missing));
         assert_eq!(verify(secrets, Some(b"sha1=abc"), body), Err(SignatureError::Malformed));
         assert_eq!(verify(secrets, Some(&b"sha256=zz".repeat(8)[..71]), body), Err(SignatureError::Malformed));
+        assert_eq!(verify(secrets, Some(&header.as_bytes()[..70]), body), Err(SignatureError::Malformed));
+        assert_eq!(verify(secrets, Some(format!("{header}0").as_bytes()), body), Err(SignatureError::Malformed));
+    }
+
+    #[test]
+    fn one_verifier_serves_many_deliveries() {
+        let verifier = Verifier::new([b"a".as_slice(), b"b".as_slice()]);
+        for (i, secret) in [b"a", b"b", b"a"].iter().enumerate() {
+            let body = format!("{{\"n\":{i}}}");
+            let header = sign(*secret, body.as_bytes());
+            assert_eq!(verifier.verify(Some(header.as_bytes()), body.as_bytes()), Ok(()));
+            assert_eq!(verifier.verify(Some(header.as_bytes()), b"tampered"), Err(SignatureError::Mismatch));
+        }
+        assert_eq!(format!("{verifier:?}"), "Verifier { secrets: 2 }", "secrets never printed");
     }
 
     #[test]

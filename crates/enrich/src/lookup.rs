@@ -133,11 +133,11 @@ impl Profiles {
                 }
             }
         }
-        self.lookup(account, igsid).await
+        self.lookup(account, igsid, refresh).await
     }
 
     /// Joins the look-up in flight for this user, or starts one.
-    fn lookup(self: &Arc<Self>, account: &str, igsid: &str) -> Flight {
+    fn lookup(self: &Arc<Self>, account: &str, igsid: &str, refresh: bool) -> Flight {
         let key = (account.to_owned(), igsid.to_owned());
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = inflight.get(&key) {
@@ -146,7 +146,7 @@ impl Profiles {
         let this = self.clone();
         let task_key = key.clone();
         let task = tokio::spawn(async move {
-            let r = this.fetch(&task_key.0, &task_key.1).await;
+            let r = this.fetch(&task_key.0, &task_key.1, refresh).await;
             // Removed only after the cache was written, so a later event finds one or the other.
             this.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&task_key);
             r
@@ -163,9 +163,15 @@ impl Profiles {
 
     /// One look-up across replicas: the replica that claims the user calls the Graph API, the
     /// others wait for its answer in the shared cache.
-    async fn fetch(&self, account: &str, igsid: &str) -> Resolved {
+    async fn fetch(&self, account: &str, igsid: &str, refresh: bool) -> Resolved {
         match self.cache.claim(account, igsid, CLAIM_LEASE).await {
             Ok(true) => {
+                // Another replica may have cached its answer and released its claim between our
+                // cache miss and this claim.
+                if !refresh && let Some(r) = self.cached(account, igsid).await {
+                    self.cache.release(account, igsid).await;
+                    return r;
+                }
                 let r = self.call(account, igsid).await;
                 self.cache.release(account, igsid).await;
                 r
@@ -174,14 +180,17 @@ impl Profiles {
                 let until = Instant::now() + CLAIM_LEASE;
                 loop {
                     tokio::time::sleep(Duration::from_millis(25)).await;
-                    match self.cache.get(account, igsid).await {
-                        Ok(Some(Cached::Profile(profile))) => return Resolved::Profile { profile, from_cache: true },
-                        Ok(Some(Cached::Refused { reason, detail })) => return Resolved::Not { reason, detail },
-                        _ => {}
+                    if let Some(r) = self.cached(account, igsid).await {
+                        return r;
                     }
-                    // The other replica finished without caching (a transient failure) or died.
                     if Instant::now() > until || !self.cache.claimed(account, igsid, CLAIM_LEASE).await.unwrap_or(false)
                     {
+                        // The claimant caches its answer before releasing the claim, so the
+                        // answer may have landed between the two reads above: look once more.
+                        // Still nothing: it failed without caching (transient) or died.
+                        if let Some(r) = self.cached(account, igsid).await {
+                            return r;
+                        }
                         return self.call(account, igsid).await;
                     }
                 }
@@ -190,6 +199,15 @@ impl Profiles {
                 tracing::warn!(error = %e, "cannot claim the look-up; calling anyway");
                 self.call(account, igsid).await
             }
+        }
+    }
+
+    /// The shared cache's answer for the user, if it has one.
+    async fn cached(&self, account: &str, igsid: &str) -> Option<Resolved> {
+        match self.cache.get(account, igsid).await {
+            Ok(Some(Cached::Profile(profile))) => Some(Resolved::Profile { profile, from_cache: true }),
+            Ok(Some(Cached::Refused { reason, detail })) => Some(Resolved::Not { reason, detail }),
+            _ => None,
         }
     }
 

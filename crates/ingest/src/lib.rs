@@ -8,6 +8,7 @@
 //! stored raw as an `unknown` event and answered 200.
 
 pub mod config;
+mod json;
 mod metrics;
 pub mod parse;
 mod server;

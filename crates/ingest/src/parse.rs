@@ -11,7 +11,9 @@ use igrelay_bus::subjects::EventKind;
 use igrelay_core::AccountId;
 use igrelay_core::time::{normalise_to_ms, timestamp_from_ms};
 use igrelay_core::v1::{self, Channel, EventMeta, event::Payload};
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use crate::json::{Json, NULL};
 use sha2::{Digest, Sha256};
 
 /// What is known about a delivery before its body is read.
@@ -25,7 +27,7 @@ pub struct DeliveryContext {
 
 impl DeliveryContext {
     pub fn new(body: &[u8], received_ms: i64) -> Self {
-        Self { received_ms, delivery_id: hex::encode(Sha256::digest(body)) }
+        Self { received_ms, delivery_id: igrelay_core::ids::hex_lower(&Sha256::digest(body)) }
     }
 }
 
@@ -45,12 +47,12 @@ impl ParsedEvent {
 
 /// Parses a whole delivery. Always returns at least one event for a non-empty body.
 pub fn parse_delivery(body: &[u8], ctx: &DeliveryContext) -> Vec<ParsedEvent> {
-    let root: Value = match serde_json::from_slice(body) {
+    let root = match Json::parse(body) {
         Ok(v) => v,
         Err(e) => return vec![raw_unknown(body, ctx, format!("invalid JSON: {e}"))],
     };
     let object = root.get("object").map(text).unwrap_or_default();
-    let Some(entries) = root.get("entry").and_then(Value::as_array) else {
+    let Some(entries) = root.get("entry").and_then(Json::as_array) else {
         return vec![raw_unknown(body, ctx, "the body has no `entry` array".into())];
     };
     if entries.is_empty() {
@@ -105,7 +107,7 @@ impl ItemContext<'_> {
     }
 
     /// An item this parser does not understand, kept as JSON.
-    fn unknown(&self, field: &str, item: &Value, reason: String) -> ParsedEvent {
+    fn unknown(&self, field: &str, item: &Json<'_>, reason: String) -> ParsedEvent {
         let raw = serde_json::to_vec(item).unwrap_or_default();
         let id = format!("unknown:{}", hash_parts(&[self.account.as_str(), field, &String::from_utf8_lossy(&raw)]));
         let payload = Payload::Unknown(v1::Unknown { reason, raw_json: raw });
@@ -117,14 +119,15 @@ impl ItemContext<'_> {
     }
 }
 
-fn parse_entry(entry: &Value, object: &str, ctx: &DeliveryContext, out: &mut Vec<ParsedEvent>) {
+fn parse_entry(entry: &Json<'_>, object: &str, ctx: &DeliveryContext, out: &mut Vec<ParsedEvent>) {
     let account = entry.get("id").map(text).and_then(|s| AccountId::parse(s).ok()).unwrap_or_else(AccountId::unknown);
     let sent_ms = entry.get("time").and_then(timestamp_ms);
     let mut ic = ItemContext { ctx, object, account, sent_ms, channel: Channel::Raw };
-    let Some(obj) = entry.as_object() else {
+    if !entry.is_object() {
         out.push(ic.unknown("unknown", entry, "an entry is not a JSON object".into()));
         return;
-    };
+    }
+    let obj = entry;
     let mut understood = false;
     for (key, channel) in [("messaging", Channel::Messaging), ("standby", Channel::Standby)] {
         if let Some(items) = obj.get(key) {
@@ -142,7 +145,7 @@ fn parse_entry(entry: &Value, object: &str, ctx: &DeliveryContext, out: &mut Vec
         match changes.as_array() {
             Some(changes) => {
                 for change in changes {
-                    match (change.get("field").and_then(Value::as_str), change.get("value")) {
+                    match (change.get("field").and_then(Json::as_str), change.get("value")) {
                         (Some(field), Some(value)) => out.push(parse_change(&ic, field, value)),
                         _ => out.push(ic.unknown(
                             "unknown",
@@ -155,7 +158,7 @@ fn parse_entry(entry: &Value, object: &str, ctx: &DeliveryContext, out: &mut Vec
             None => out.push(ic.unknown("unknown", changes, "entry.changes is not an array".into())),
         }
     }
-    if let (Some(field), Some(value)) = (obj.get("field").and_then(Value::as_str), obj.get("value")) {
+    if let (Some(field), Some(value)) = (obj.get("field").and_then(Json::as_str), obj.get("value")) {
         understood = true;
         ic.channel = Channel::Field;
         out.push(parse_change(&ic, field, value));
@@ -184,19 +187,21 @@ const MESSAGING_KEYS: [(&str, &str); 10] = [
     ("request_thread_control", "messaging_handover"),
 ];
 
-fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
-    let Some(obj) = item.as_object() else {
+fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
+    if !item.is_object() {
         return ic.unknown("unknown", item, "a messaging item is not a JSON object".into());
-    };
-    let Some((key, field)) = MESSAGING_KEYS.iter().find(|(k, _)| obj.get(*k).is_some_and(Value::is_object)) else {
-        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    }
+    let obj = item;
+    let Some((key, field, body)) =
+        MESSAGING_KEYS.iter().find_map(|(k, f)| obj.get(k).filter(|v| v.is_object()).map(|v| (k, f, v)))
+    else {
+        let keys: Vec<&str> = obj.keys().collect();
         return ic.unknown(
             "unknown",
             item,
             format!("a messaging item with no known event (keys: {})", keys.join(", ")),
         );
     };
-    let body = &obj[*key];
     let sender = obj.get("sender").and_then(|s| s.get("id")).map(text).unwrap_or_default();
     let recipient = obj.get("recipient").and_then(|s| s.get("id")).map(text).unwrap_or_default();
     let ts = obj.get("timestamp").and_then(timestamp_ms);
@@ -217,7 +222,7 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
             (kind, id_or_hash("msg", non_empty(&mid)), Payload::Message(m))
         }
         "reaction" => {
-            let action = match body.get("action").and_then(Value::as_str) {
+            let action = match body.get("action").and_then(Json::as_str) {
                 Some("react") => v1::ReactionAction::React,
                 Some("unreact") => v1::ReactionAction::Unreact,
                 _ => v1::ReactionAction::Unspecified,
@@ -308,9 +313,9 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Value) -> ParsedEvent {
     ic.event(id, field, ts, kind, payload)
 }
 
-fn message(sender: &str, recipient: &str, m: &Value) -> v1::Message {
+fn message(sender: &str, recipient: &str, m: &Json<'_>) -> v1::Message {
     let attachments =
-        m.get("attachments").and_then(Value::as_array).map(|a| a.iter().map(attachment).collect()).unwrap_or_default();
+        m.get("attachments").and_then(Json::as_array).map(|a| a.iter().map(attachment).collect()).unwrap_or_default();
     let reply_to = m.get("reply_to").and_then(|r| {
         if let Some(story) = r.get("story") {
             Some(v1::ReplyTo {
@@ -340,7 +345,7 @@ fn message(sender: &str, recipient: &str, m: &Value) -> v1::Message {
     }
 }
 
-fn attachment(a: &Value) -> v1::Attachment {
+fn attachment(a: &Json<'_>) -> v1::Attachment {
     use v1::AttachmentType as T;
     let raw_type = str_at(a, "type");
     let ty = match raw_type.as_str() {
@@ -357,19 +362,19 @@ fn attachment(a: &Value) -> v1::Attachment {
         "fallback" => T::Fallback,
         _ => T::Other,
     };
-    let payload = a.get("payload").cloned().unwrap_or(Value::Null);
+    let payload = a.get("payload").unwrap_or(&NULL);
     v1::Attachment {
         r#type: ty as i32,
         raw_type,
-        url: str_at(&payload, "url"),
-        title: str_at(&payload, "title"),
-        ig_post_media_id: str_at(&payload, "ig_post_media_id"),
-        reel_video_id: str_at(&payload, "reel_video_id"),
+        url: str_at(payload, "url"),
+        title: str_at(payload, "title"),
+        ig_post_media_id: str_at(payload, "ig_post_media_id"),
+        reel_video_id: str_at(payload, "reel_video_id"),
         payload_json: if payload.is_null() { String::new() } else { payload.to_string() },
     }
 }
 
-fn ad_referral(r: &Value) -> v1::AdReferral {
+fn ad_referral(r: &Json<'_>) -> v1::AdReferral {
     v1::AdReferral {
         r#ref: str_at(r, "ref"),
         ad_id: str_at(r, "ad_id"),
@@ -383,7 +388,7 @@ fn ad_referral(r: &Value) -> v1::AdReferral {
     }
 }
 
-fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Value) -> ParsedEvent {
+fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Json<'_>) -> ParsedEvent {
     // Some Instagram Login deliveries put a messaging item in field/value form.
     if MESSAGING_KEYS.iter().any(|(_, f)| *f == field) && value.get("sender").is_some() {
         return parse_messaging(ic, value);
@@ -441,10 +446,11 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Value) -> ParsedEvent
             ic.event(id, field, ts, EventKind::StoryInsights, Payload::StoryInsights(s))
         }
         other => {
-            let mut wrapper = Map::new();
-            wrapper.insert("field".into(), Value::String(other.to_owned()));
-            wrapper.insert("value".into(), value.clone());
-            ic.unknown(other, &Value::Object(wrapper), format!("unknown webhook field {other:?}"))
+            let wrapper = Json::Object(vec![
+                (Cow::Borrowed("field"), Json::Str(Cow::Borrowed(other))),
+                (Cow::Borrowed("value"), value.clone()),
+            ]);
+            ic.unknown(other, &wrapper, format!("unknown webhook field {other:?}"))
         }
     }
 }
@@ -458,38 +464,38 @@ fn raw_unknown(body: &[u8], ctx: &DeliveryContext, reason: String) -> ParsedEven
 
 /// A JSON value as text: strings as they are, numbers and booleans written out, else empty.
 /// Meta documents ids as strings but some payloads carry numbers.
-fn text(v: &Value) -> String {
+fn text(v: &Json<'_>) -> String {
     match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
+        Json::Str(s) => s.as_ref().to_owned(),
+        Json::Number(n) => n.to_string(),
+        Json::Bool(b) => b.to_string(),
         _ => String::new(),
     }
 }
 
-fn str_at(v: &Value, key: &str) -> String {
+fn str_at(v: &Json<'_>, key: &str) -> String {
     v.get(key).map(text).unwrap_or_default()
 }
 
-fn bool_at(v: &Value, key: &str) -> bool {
+fn bool_at(v: &Json<'_>, key: &str) -> bool {
     match v.get(key) {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s == "true",
+        Some(Json::Bool(b)) => *b,
+        Some(Json::Str(s)) => s == "true",
         _ => false,
     }
 }
 
 /// An integer from a number or a numeric string.
-fn int(v: &Value) -> Option<i64> {
+fn int(v: &Json<'_>) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
+        Json::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Json::Str(s) => s.trim().parse().ok(),
         _ => None,
     }
 }
 
 /// A Meta timestamp (seconds or milliseconds, number or string) in milliseconds.
-fn timestamp_ms(v: &Value) -> Option<i64> {
+fn timestamp_ms(v: &Json<'_>) -> Option<i64> {
     int(v).filter(|t| *t > 0).map(normalise_to_ms)
 }
 
@@ -499,5 +505,5 @@ fn hash_parts(parts: &[&str]) -> String {
         h.update((p.len() as u64).to_be_bytes());
         h.update(p.as_bytes());
     }
-    hex::encode(&h.finalize()[..16])
+    igrelay_core::ids::hex_lower(&h.finalize()[..16])
 }

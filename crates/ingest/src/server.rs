@@ -12,17 +12,19 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use igrelay_bus::subjects::EventKind;
 use igrelay_bus::topology::StreamDef;
 use igrelay_bus::{BusConfig, OutgoingMessage, Publisher, subjects};
 use igrelay_core::webhook::{self, SIGNATURE_HEADER};
+use opentelemetry::KeyValue;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{SpanBuilder, SpanKind, TraceContextExt, Tracer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::IngestConfig;
-use crate::metrics::{KindLabel, Metrics};
+use crate::metrics::Metrics;
 use crate::parse::{DeliveryContext, parse_delivery};
 
 /// Shared by every request; behind one `Arc` so a request clones a pointer, not a NATS client.
@@ -30,13 +32,15 @@ type AppState = Arc<Shared>;
 
 struct Shared {
     cfg: Arc<IngestConfig>,
-    secrets: Arc<Vec<Vec<u8>>>,
+    verifier: webhook::Verifier,
     publisher: Publisher,
     client: async_nats::Client,
     streams_ready: Arc<AtomicBool>,
     metrics: Metrics,
     /// Dispatch's records of sent message ids (bucket igrelay_idempotency), once opened.
     sent: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
+    /// Taken from the global provider when serving starts (after telemetry is installed).
+    tracer: BoxedTracer,
 }
 
 /// Binds `cfg.listen` and serves until `shutdown`.
@@ -61,13 +65,14 @@ pub async fn run_with_listener(
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let state = Arc::new(Shared {
-        secrets: Arc::new(cfg.app_secrets.iter().map(|s| s.expose().as_bytes().to_vec()).collect()),
+        verifier: webhook::Verifier::new(cfg.app_secrets.iter().map(|s| s.expose().as_bytes())),
         cfg: Arc::new(cfg),
         publisher: Publisher::new(js.clone()),
         client: client.clone(),
         streams_ready: Arc::new(AtomicBool::new(false)),
         metrics,
         sent: Arc::default(),
+        tracer: opentelemetry::global::tracer("igrelay-ingest"),
     });
     tokio::spawn(keep_streams(js, bus.topology, client.clone(), state.clone(), shutdown.clone()));
 
@@ -184,24 +189,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A webhook delivery.
-async fn receive(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn receive(State(s): State<AppState>, request: axum::extract::Request) -> Response {
     let started = Instant::now();
+    // Taken apart rather than through the HeaderMap extractor, which clones every header.
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     s.metrics.received.inc();
-    let span = tracing::info_span!(
-        "webhook",
-        otel.name = "POST webhook",
-        otel.kind = "server",
-        events = tracing::field::Empty
-    );
-    if let Some(parent) = igrelay_runtime::telemetry::extract_http(&headers) {
-        let _ = span.set_parent(parent);
-    }
-    let response = handle(&s, &headers, body, &span).instrument(span.clone()).await;
+    // The request's span is started on the OpenTelemetry tracer itself rather than as a
+    // `tracing` span: through the subscriber and its OTel layer it cost more CPU than parsing
+    // the webhook. Its context goes into every event's headers.
+    let parent = igrelay_runtime::telemetry::extract_http(&headers).unwrap_or_default();
+    let span = s.tracer.build_with_context(SpanBuilder::from_name("POST webhook").with_kind(SpanKind::Server), &parent);
+    let cx = parent.with_span(span);
+    let (response, events) = handle(&s, &headers, body, &cx).await;
+    let span = cx.span();
+    span.set_attribute(KeyValue::new("igrelay.events", events as i64));
+    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(response.status().as_u16())));
     s.metrics.latency.observe(started.elapsed().as_secs_f64());
     response
 }
 
-async fn handle(s: &AppState, headers: &HeaderMap, body: Body, span: &tracing::Span) -> Response {
+/// Answers a delivery; also says how many events it stored.
+async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetry::Context) -> (Response, usize) {
     let limit = s.cfg.max_body_bytes;
     let too_large = || {
         s.metrics.reject("body_too_large");
@@ -211,37 +220,37 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, span: &tracing::S
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return too_large();
+        return (too_large(), 0);
     }
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(e) if is_length_limit(&e) => return too_large(),
+        Err(e) if is_length_limit(&e) => return (too_large(), 0),
         Err(e) => {
             s.metrics.reject("body_unreadable");
-            return (StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n")).into_response();
+            return ((StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n")).into_response(), 0);
         }
     };
 
     let signature = headers.get(SIGNATURE_HEADER).map(|v| v.as_bytes());
-    if let Err(e) = webhook::verify(s.secrets.iter().map(Vec::as_slice), signature, &bytes) {
+    if let Err(e) = s.verifier.verify(signature, &bytes) {
         s.metrics.reject(match e {
             webhook::SignatureError::Missing => "signature_missing",
             webhook::SignatureError::Malformed => "signature_malformed",
             webhook::SignatureError::Mismatch => "signature_mismatch",
         });
         tracing::warn!(error = %e, "webhook rejected");
-        return (StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response();
+        return ((StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response(), 0);
     }
 
     if !igrelay_bus::connect::is_connected(&s.client) {
-        return unavailable(s, "NATS is not connected");
+        return (unavailable(s, "NATS is not connected"), 0);
     }
 
     let ctx = DeliveryContext::new(&bytes, igrelay_core::time::now_ms());
     let mut events = parse_delivery(&bytes, &ctx);
     correlate_echoes(s, &mut events).await;
-    span.record("events", events.len());
-    let kinds: Vec<&'static str> = events.iter().map(|e| e.kind.token()).collect();
+    let count = events.len();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     let messages: Vec<OutgoingMessage> = events
         .into_iter()
         .map(|e| {
@@ -249,17 +258,16 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, span: &tracing::S
             OutgoingMessage::proto(subject, e.event_id().to_owned(), &e.event).with_kind(e.kind.token())
         })
         .collect();
-    let cx = span.context();
-    match s.publisher.publish_all(messages, &cx, s.cfg.publish_deadline).await {
+    match s.publisher.publish_all(messages, cx, s.cfg.publish_deadline).await {
         Ok(ack) => {
             for kind in kinds {
-                s.metrics.published.get_or_create(&KindLabel { kind }).inc();
+                s.metrics.published(kind, 1);
             }
             s.metrics.duplicates.inc_by(ack.duplicates as u64);
             tracing::debug!(stored = ack.stored, duplicates = ack.duplicates, delivery = %ctx.delivery_id, "delivery stored");
-            (StatusCode::OK, "EVENT_RECEIVED").into_response()
+            ((StatusCode::OK, "EVENT_RECEIVED").into_response(), count)
         }
-        Err(e) => unavailable(s, &e.to_string()),
+        Err(e) => (unavailable(s, &e.to_string()), count),
     }
 }
 

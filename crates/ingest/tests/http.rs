@@ -208,12 +208,15 @@ async fn the_trace_context_of_the_request_travels_in_nats_headers() {
     let tp = events[0].headers.get("traceparent").expect("traceparent header").as_str().to_owned();
     assert!(tp.starts_with(&format!("00-{trace_id}-")), "{tp}");
     assert!(!tp.contains("00f067aa0ba902b7"), "the event carries ingest's own span as parent, not the caller's");
+    assert!(tp.ends_with("-01"), "the caller sampled the trace: {tp}");
 
     // Without an incoming context a new trace starts, still propagated.
     let r = app.post_json(&webhook::text_message(ACCOUNT, "55", "m-t2", "t", 1)).await;
     assert_eq!(r.status, 200);
     let events = app.events().await;
-    assert!(events[1].headers.get("traceparent").is_some());
+    let tp = events[1].headers.get("traceparent").expect("traceparent header").as_str().to_owned();
+    // No OTLP endpoint in tests: nothing records spans, so the new trace is not marked sampled.
+    assert!(tp.ends_with("-00"), "{tp}");
     app.stop().await;
 }
 

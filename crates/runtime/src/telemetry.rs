@@ -2,13 +2,13 @@
 //!
 //! Logs are JSON lines on stderr (or readable text with `log.format = "text"`), filtered by
 //! `RUST_LOG` (default `info`). Spans always get W3C trace ids, so the trace context of a webhook
-//! travels in NATS headers even when no collector is configured; when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported over OTLP/gRPC.
+//! travels in NATS headers even when no collector is configured (then unsampled, as nothing
+//! records them); when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported over OTLP/gRPC.
 
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -52,6 +52,11 @@ pub fn init(service: &'static str, format: LogFormat) -> anyhow::Result<Telemetr
             .build()
             .context("cannot build the OTLP exporter from OTEL_EXPORTER_OTLP_* settings")?;
         builder = builder.with_batch_exporter(exporter);
+    } else if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
+        // Nothing records spans, so none is marked sampled. Trace ids still travel (logs and
+        // downstream services correlate on them), and nats-server skips the message-trace
+        // header parsing it does for every sampled `traceparent`.
+        builder = builder.with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)));
     }
     let provider = builder.build();
     let tracer = provider.tracer("igrelay");

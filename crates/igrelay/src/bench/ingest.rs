@@ -18,7 +18,7 @@ use igrelay_testkit::http as thttp;
 use igrelay_testkit::webhook;
 
 use super::load::{self, RequestFn};
-use super::measure::{cpu_ms, round, rss_of};
+use super::measure::{cpu_ms, ctx_switches, round, rss_of};
 use crate::config::Config;
 
 const SECRET: &str = "bench-app-secret";
@@ -29,8 +29,15 @@ const BASELINE_SUBJECT: &str = "ig.v1.evt._bench.raw";
 #[derive(Debug, clap::Args)]
 pub struct IngestBenchArgs {
     /// Seconds of each measured phase.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     pub seconds: u64,
+    /// Interleaved baseline/ingest rounds.
+    #[arg(long, default_value_t = 4)]
+    pub rounds: usize,
+    /// Drive every round at this rate (open loop) instead of as fast as possible: CPU per webhook
+    /// at a fixed load is far less noisy than the maximum rate, for comparing builds.
+    #[arg(long)]
+    pub fixed_rate: Option<f64>,
     /// Concurrent connections of the closed-loop phases.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
@@ -58,52 +65,81 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     let client = thttp::client();
     let phase = Duration::from_secs(args.seconds);
 
-    // Baseline.
+    // Both servers run side by side; only the one under load uses CPU.
     let base_addr = free_addr()?;
-    let _baseline =
+    let baseline =
         spawn(&exe, &["bench", "baseline-server", "--listen", &base_addr.to_string()], &server.url(), base_addr)?;
-    wait_ready(&client, base_addr).await?;
-    let base_url = format!("http://{base_addr}{PATH}");
-    let _ = load::closed_loop(&client, &base_url, args.connections, Duration::from_secs(1), request_fn("warm-b")).await;
-    let cpu_before = (cpu_ms(_baseline.0.id()), server_cpu(&server));
-    let baseline = load::closed_loop(&client, &base_url, args.connections, phase, request_fn("base")).await;
-    let baseline_cpu = (cpu_ms(_baseline.0.id()) - cpu_before.0, server_cpu(&server) - cpu_before.1);
-    drop(_baseline);
-
-    // Ingest.
     let ingest_addr = free_addr()?;
     let ingest = spawn(&exe, &["ingest"], &server.url(), ingest_addr)?;
-    let pid = ingest.0.id();
+    wait_ready(&client, base_addr).await?;
     wait_ready(&client, ingest_addr).await?;
-    let url = format!("http://{ingest_addr}{PATH}");
-    let _ = load::closed_loop(&client, &url, args.connections, Duration::from_secs(1), request_fn("warm-i")).await;
-    let cpu_before = (cpu_ms(pid), server_cpu(&server));
-    let max = load::closed_loop(&client, &url, args.connections, phase, request_fn("max")).await;
-    let ingest_cpu = (cpu_ms(pid) - cpu_before.0, server_cpu(&server) - cpu_before.1);
+    let targets = [
+        Target { url: format!("http://{base_addr}{PATH}"), pid: baseline.0.id(), tag: "base" },
+        Target { url: format!("http://{ingest_addr}{PATH}"), pid: ingest.0.id(), tag: "ingest" },
+    ];
+    for t in &targets {
+        let _ = load::closed_loop(&client, &t.url, args.connections, Duration::from_secs(1), request_fn("warm", t.tag))
+            .await;
+    }
+
+    // Interleaved rounds (B I, I B, B I, …) so drift on a shared machine (other processes, the
+    // stream growing, the server's dedup table filling) weighs on both sides alike.
+    let mut totals = [Phase::default(), Phase::default()];
+    let mut round_ratios = Vec::with_capacity(args.rounds);
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut rates = [0.0; 2];
+        for i in order {
+            let t = &targets[i];
+            let cpu_before = (cpu_ms(t.pid), server_cpu(&server));
+            let switches_before = ctx_switches(t.pid);
+            let r = match args.fixed_rate {
+                Some(rate) => {
+                    load::open_loop(&client, &t.url, rate, args.connections, phase, request_fn("max", t.tag)).await
+                }
+                None => load::closed_loop(&client, &t.url, args.connections, phase, request_fn("max", t.tag)).await,
+            };
+            totals[i].cpu_ms += cpu_ms(t.pid) - cpu_before.0;
+            totals[i].nats_cpu_ms += server_cpu(&server) - cpu_before.1;
+            totals[i].switches += ctx_switches(t.pid) - switches_before;
+            rates[i] = r.per_s();
+            totals[i].add(r);
+        }
+        round_ratios.push(rates[1] / rates[0].max(1e-9));
+    }
+    drop(baseline);
+    let [base, max] = totals;
+
     let half_rate = max.per_s() / 2.0;
-    let half = load::open_loop(&client, &url, half_rate, args.connections, phase, request_fn("half")).await;
-    let (rss_kib, hwm_kib) = rss_of(pid);
+    let half =
+        load::open_loop(&client, &targets[1].url, half_rate, args.connections, phase, request_fn("half", "ingest"))
+            .await;
+    let (rss_kib, hwm_kib) = rss_of(targets[1].pid);
     drop(ingest);
 
-    let ratio = max.per_s() / baseline.per_s().max(1e-9);
+    let ratio = max.per_s() / base.per_s().max(1e-9);
     let report = serde_json::json!({
         "bench": "ingest",
         "webhooks_per_s": round(max.per_s()),
         "p50_ms": round(half.percentile(0.50)),
         "p99_ms": round(half.percentile(0.99)),
         "latency_at_per_s": round(half_rate),
-        "p50_ms_at_max": round(max.percentile(0.50)),
-        "p99_ms_at_max": round(max.percentile(0.99)),
-        "errors": max.errors + half.errors,
+        "p50_ms_at_max": round(max.load.percentile(0.50)),
+        "p99_ms_at_max": round(max.load.percentile(0.99)),
+        "errors": max.load.errors + half.errors,
         "rss_mib": round(rss_kib as f64 / 1024.0),
         "peak_rss_mib": round(hwm_kib as f64 / 1024.0),
-        "baseline_per_s": round(baseline.per_s()),
-        "baseline_errors": baseline.errors,
-        "cpu_us_per_webhook": per_req_us(ingest_cpu.0, max.ok),
-        "baseline_cpu_us_per_webhook": per_req_us(baseline_cpu.0, baseline.ok),
-        "nats_cpu_us_per_webhook": per_req_us(ingest_cpu.1, max.ok),
-        "baseline_nats_cpu_us_per_webhook": per_req_us(baseline_cpu.1, baseline.ok),
+        "baseline_per_s": round(base.per_s()),
+        "baseline_errors": base.load.errors,
+        "cpu_us_per_webhook": per_req_us(max.cpu_ms, max.load.ok),
+        "baseline_cpu_us_per_webhook": per_req_us(base.cpu_ms, base.load.ok),
+        "nats_cpu_us_per_webhook": per_req_us(max.nats_cpu_ms, max.load.ok),
+        "baseline_nats_cpu_us_per_webhook": per_req_us(base.nats_cpu_ms, base.load.ok),
+        "switches_per_webhook": round(max.switches as f64 / max.load.ok.max(1) as f64),
+        "baseline_switches_per_webhook": round(base.switches as f64 / base.load.ok.max(1) as f64),
         "ratio": (ratio * 1000.0).round() / 1000.0,
+        "round_ratios": round_ratios.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+        "rounds": args.rounds,
         "connections": args.connections,
         "phase_seconds": args.seconds,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -112,6 +148,36 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{report}")?;
     Ok(())
+}
+
+/// One server under test.
+struct Target {
+    url: String,
+    pid: u32,
+    tag: &'static str,
+}
+
+/// The closed-loop phases of one target, summed over rounds.
+#[derive(Default)]
+struct Phase {
+    load: load::LoadResult,
+    cpu_ms: u64,
+    nats_cpu_ms: u64,
+    switches: u64,
+}
+
+impl Phase {
+    fn add(&mut self, r: load::LoadResult) {
+        self.load.ok += r.ok;
+        self.load.errors += r.errors;
+        self.load.elapsed += r.elapsed;
+        self.load.latencies_ms.extend(r.latencies_ms);
+        self.load.latencies_ms.sort_by(f64::total_cmp);
+    }
+
+    fn per_s(&self) -> f64 {
+        self.load.per_s()
+    }
 }
 
 fn per_req_us(cpu_ms: u64, requests: u64) -> f64 {
@@ -124,9 +190,12 @@ fn server_cpu(server: &LocalNatsServer) -> u64 {
 
 /// One signed single-message webhook, unique per (worker, i) so deduplication never
 /// short-circuits the work.
-fn request_fn(tag: &'static str) -> RequestFn {
-    Arc::new(move |w, i| {
-        let mid = format!("{tag}-{w}-{i}");
+fn request_fn(phase: &'static str, target: &'static str) -> RequestFn {
+    // A counter shared by every phase of a target keeps message ids unique across rounds.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    Arc::new(move |w, _| {
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mid = format!("{phase}-{target}-{w}-{n}");
         let body = webhook::encode(&webhook::text_message(
             ACCOUNT,
             "5500000000000002",

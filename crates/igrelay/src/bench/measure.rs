@@ -11,6 +11,24 @@ pub fn cpu_ms(pid: u32) -> u64 {
     ticks * 10
 }
 
+/// Context switches (voluntary and not) of every thread of a process, from /proc; 0 where
+/// unavailable. Hand-offs between threads and processes are a large part of the cost of a
+/// request on a small machine, so the benchmarks report them next to CPU time.
+pub fn ctx_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// (VmRSS, VmHWM) in KiB from /proc; zeros where /proc is not available.
 pub fn rss_of(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
