@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, message::PublishMessage, publish::PublishAck};
+use async_nats::{HeaderMap, HeaderName, Subject};
 use bytes::Bytes;
 use futures::future::try_join_all;
 use opentelemetry::Context;
@@ -40,9 +40,10 @@ impl OutgoingMessage {
     fn headers(&self, cx: &Context) -> HeaderMap {
         let mut headers = HeaderMap::new();
         trace::inject(cx, &mut headers);
-        headers.insert(TYPE_HEADER, self.type_name);
+        // Static names: a `&str` name is copied into a new allocation on every insert.
+        headers.insert(HeaderName::from_static(TYPE_HEADER), self.type_name);
         if let Some(kind) = self.kind {
-            headers.insert(KIND_HEADER, kind);
+            headers.insert(HeaderName::from_static(KIND_HEADER), kind);
         }
         headers
     }
@@ -79,10 +80,9 @@ impl Publisher {
         cx: &Context,
         deadline: Duration,
     ) -> Result<PublishAck, BusError> {
-        let subject = msg.subject.clone();
         let fut = async {
-            let ack = self.send(msg, cx).await?;
-            ack.await.map_err(|e| BusError::Publish { subject: subject.clone(), reason: e.to_string() })
+            let (subject, ack) = self.send(msg, cx).await?;
+            ack.await.map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
         };
         tokio::time::timeout(deadline, fut).await.map_err(|_| BusError::AckTimeout(deadline))?
     }
@@ -100,10 +100,10 @@ impl Publisher {
         let fut = async {
             let mut pending = Vec::with_capacity(msgs.len());
             for msg in msgs {
-                let subject = msg.subject.clone();
-                let ack = self.send(msg, cx).await?;
-                pending
-                    .push(async move { ack.await.map_err(|e| BusError::Publish { subject, reason: e.to_string() }) });
+                let (subject, ack) = self.send(msg, cx).await?;
+                pending.push(async move {
+                    ack.await.map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
+                });
             }
             let acks = try_join_all(pending).await?;
             let duplicates = acks.iter().filter(|a| a.duplicate).count();
@@ -112,12 +112,19 @@ impl Publisher {
         tokio::time::timeout(deadline, fut).await.map_err(|_| BusError::AckTimeout(deadline))?
     }
 
-    async fn send(&self, msg: OutgoingMessage, cx: &Context) -> Result<jetstream::context::PublishAckFuture, BusError> {
+    /// Sends one message; returns its subject (kept for error messages: a `Subject` clone
+    /// shares the bytes, a `String` clone would copy them on every publish) and the pending ack.
+    async fn send(
+        &self,
+        msg: OutgoingMessage,
+        cx: &Context,
+    ) -> Result<(Subject, jetstream::context::PublishAckFuture), BusError> {
         let headers = msg.headers(cx);
         let publish = PublishMessage::build().payload(msg.payload).headers(headers).message_id(&msg.msg_id);
-        self.js
-            .send_publish(msg.subject.clone(), publish)
-            .await
-            .map_err(|e| BusError::Publish { subject: msg.subject, reason: e.to_string() })
+        let subject = Subject::from(msg.subject);
+        match self.js.send_publish(subject.clone(), publish).await {
+            Ok(ack) => Ok((subject, ack)),
+            Err(e) => Err(BusError::Publish { subject: subject.to_string(), reason: e.to_string() }),
+        }
     }
 }

@@ -45,7 +45,7 @@ pub fn inject(cx: &Context, headers: &mut HeaderMap) {
     parent.push('-');
     igrelay_core::ids::push_hex(&mut parent, &sc.span_id().to_bytes());
     parent.push_str(if sc.is_sampled() { "-01" } else { "-00" });
-    headers.insert(TRACEPARENT, parent);
+    headers.insert(async_nats::HeaderName::from_static(TRACEPARENT), parent);
     let state = sc.trace_state().header();
     if !state.is_empty() {
         HeaderInjector(headers).set(TRACESTATE, state);
