@@ -82,7 +82,7 @@ impl Publisher {
     ) -> Result<PublishAck, BusError> {
         let fut = async {
             let (subject, ack) = self.send(msg, cx).await?;
-            ack.await.map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
+            ack.await.map_err(|e| publish_error(&subject, e))
         };
         tokio::time::timeout(deadline, fut).await.map_err(|_| BusError::AckTimeout(deadline))?
     }
@@ -101,9 +101,7 @@ impl Publisher {
             let mut pending = Vec::with_capacity(msgs.len());
             for msg in msgs {
                 let (subject, ack) = self.send(msg, cx).await?;
-                pending.push(async move {
-                    ack.await.map_err(|e| BusError::Publish { subject: subject.to_string(), reason: e.to_string() })
-                });
+                pending.push(async move { ack.await.map_err(|e| publish_error(&subject, e)) });
             }
             let acks = try_join_all(pending).await?;
             let duplicates = acks.iter().filter(|a| a.duplicate).count();
@@ -124,7 +122,11 @@ impl Publisher {
         let subject = Subject::from(msg.subject);
         match self.js.send_publish(subject.clone(), publish).await {
             Ok(ack) => Ok((subject, ack)),
-            Err(e) => Err(BusError::Publish { subject: subject.to_string(), reason: e.to_string() }),
+            Err(e) => Err(publish_error(&subject, e)),
         }
     }
+}
+
+fn publish_error(subject: &Subject, e: impl std::fmt::Display) -> BusError {
+    BusError::Publish { subject: subject.to_string(), reason: e.to_string() }
 }

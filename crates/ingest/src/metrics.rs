@@ -51,9 +51,10 @@ impl Metrics {
         m
     }
 
-    pub fn published(&self, kind: EventKind, n: u64) {
+    /// Counts one stored event of `kind`.
+    pub fn published(&self, kind: EventKind) {
         if let Some(c) = EventKind::ALL.iter().position(|k| *k == kind).and_then(|i| self.published.get(i)) {
-            c.inc_by(n);
+            c.inc();
         }
     }
 

@@ -201,16 +201,13 @@ async fn receive(State(s): State<AppState>, request: axum::extract::Request) -> 
     let parent = igrelay_runtime::telemetry::extract_http(&headers).unwrap_or_default();
     let span = s.tracer.build_with_context(SpanBuilder::from_name("POST webhook").with_kind(SpanKind::Server), &parent);
     let cx = parent.with_span(span);
-    let (response, events) = handle(&s, &headers, body, &cx).await;
-    let span = cx.span();
-    span.set_attribute(KeyValue::new("igrelay.events", events as i64));
-    span.set_attribute(KeyValue::new("http.response.status_code", i64::from(response.status().as_u16())));
+    let response = handle(&s, &headers, body, &cx).await;
+    cx.span().set_attribute(KeyValue::new("http.response.status_code", i64::from(response.status().as_u16())));
     s.metrics.latency.observe(started.elapsed().as_secs_f64());
     response
 }
 
-/// Answers a delivery; also says how many events it stored.
-async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetry::Context) -> (Response, usize) {
+async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetry::Context) -> Response {
     let limit = s.cfg.max_body_bytes;
     let too_large = || {
         s.metrics.reject("body_too_large");
@@ -220,14 +217,14 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetr
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return (too_large(), 0);
+        return too_large();
     }
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(e) if is_length_limit(&e) => return (too_large(), 0),
+        Err(e) if is_length_limit(&e) => return too_large(),
         Err(e) => {
             s.metrics.reject("body_unreadable");
-            return ((StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n")).into_response(), 0);
+            return (StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n")).into_response();
         }
     };
 
@@ -239,17 +236,17 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetr
             webhook::SignatureError::Mismatch => "signature_mismatch",
         });
         tracing::warn!(error = %e, "webhook rejected");
-        return ((StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response(), 0);
+        return (StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response();
     }
 
     if !igrelay_bus::connect::is_connected(&s.client) {
-        return (unavailable(s, "NATS is not connected"), 0);
+        return unavailable(s, "NATS is not connected");
     }
 
     let ctx = DeliveryContext::new(&bytes, igrelay_core::time::now_ms());
     let mut events = parse_delivery(&bytes, &ctx);
     correlate_echoes(s, &mut events).await;
-    let count = events.len();
+    cx.span().set_attribute(KeyValue::new("igrelay.events", events.len() as i64));
     let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     let messages: Vec<OutgoingMessage> = events
         .into_iter()
@@ -261,15 +258,15 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetr
     match s.publisher.publish_all(messages, cx, s.cfg.publish_deadline).await {
         Ok(ack) => {
             for kind in kinds {
-                s.metrics.published(kind, 1);
+                s.metrics.published(kind);
             }
             s.metrics.duplicates.inc_by(ack.duplicates as u64);
             tracing::debug!(stored = ack.stored, duplicates = ack.duplicates, delivery = %ctx.delivery_id, "delivery stored");
             // Meta only needs the 200; the body is the customary one. A bare body saves building
             // a header map on every delivery.
-            (Response::new(Body::from("EVENT_RECEIVED")), count)
+            Response::new(Body::from("EVENT_RECEIVED"))
         }
-        Err(e) => (unavailable(s, &e.to_string()), count),
+        Err(e) => unavailable(s, &e.to_string()),
     }
 }
 

@@ -103,7 +103,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
             totals[i].nats_cpu_ms += server_cpu(&server) - cpu_before.1;
             totals[i].switches += ctx_switches(t.pid) - switches_before;
             rates[i] = r.per_s();
-            totals[i].add(r);
+            totals[i].load.merge(r);
         }
         round_ratios.push(rates[1] / rates[0].max(1e-9));
     }
@@ -167,14 +167,6 @@ struct Phase {
 }
 
 impl Phase {
-    fn add(&mut self, r: load::LoadResult) {
-        self.load.ok += r.ok;
-        self.load.errors += r.errors;
-        self.load.elapsed += r.elapsed;
-        self.load.latencies_ms.extend(r.latencies_ms);
-        self.load.latencies_ms.sort_by(f64::total_cmp);
-    }
-
     fn per_s(&self) -> f64 {
         self.load.per_s()
     }

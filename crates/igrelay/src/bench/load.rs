@@ -27,6 +27,15 @@ impl LoadResult {
     pub fn percentile(&self, p: f64) -> f64 {
         super::measure::percentile(&self.latencies_ms, p)
     }
+
+    /// Adds `other`'s requests, time and latencies (kept sorted) to these.
+    pub fn merge(&mut self, other: LoadResult) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies_ms.extend(other.latencies_ms);
+        self.latencies_ms.sort_by(f64::total_cmp);
+    }
 }
 
 /// Closed loop: `connections` workers each send one request after another for `duration`.
@@ -113,12 +122,10 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<LoadResult>>, started: Insta
     let mut total = LoadResult::default();
     for t in tasks {
         if let Ok(r) = t.await {
-            total.ok += r.ok;
-            total.errors += r.errors;
-            total.latencies_ms.extend(r.latencies_ms);
+            total.merge(r);
         }
     }
+    // The workers ran side by side: the phase took the wall time, not the sum of theirs.
     total.elapsed = started.elapsed();
-    total.latencies_ms.sort_by(f64::total_cmp);
     total
 }
