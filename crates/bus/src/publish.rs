@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, message::PublishMessage, publish::PublishAck};
-use async_nats::{HeaderMap, HeaderName, Subject};
+use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
 use bytes::Bytes;
 use futures::future::try_join_all;
 use opentelemetry::Context;
+use sha2::{Digest, Sha256};
 
 use crate::{BusError, KIND_HEADER, TYPE_HEADER, trace};
 
@@ -37,7 +39,8 @@ impl OutgoingMessage {
         self
     }
 
-    fn headers(&self, cx: &Context) -> HeaderMap {
+    /// Splits the message into its subject, headers and payload.
+    fn into_parts(self, cx: &Context) -> (Subject, HeaderMap, Bytes) {
         let mut headers = HeaderMap::new();
         trace::inject(cx, &mut headers);
         // Static names: a `&str` name is copied into a new allocation on every insert.
@@ -45,7 +48,22 @@ impl OutgoingMessage {
         if let Some(kind) = self.kind {
             headers.insert(HeaderName::from_static(KIND_HEADER), kind);
         }
-        headers
+        headers.insert(NATS_MESSAGE_ID, header_safe_id(self.msg_id));
+        (Subject::from(self.subject), headers, self.payload)
+    }
+}
+
+/// The `Nats-Msg-Id` value for a deduplication id. Ids can come from outside (Meta's JSON may
+/// carry `\r` or `\n` in an id) but a NATS header cannot hold a line break, and async-nats
+/// panics on one; such an id is replaced by its digest, which is as stable, so deduplication
+/// still holds. Any other id goes in as it is, moved rather than copied.
+fn header_safe_id(id: String) -> HeaderValue {
+    if id.contains(['\r', '\n']) {
+        let mut safe = String::from("sha256:");
+        igrelay_core::ids::push_hex(&mut safe, &Sha256::digest(id.as_bytes()));
+        HeaderValue::from(safe)
+    } else {
+        HeaderValue::from(id)
     }
 }
 
@@ -117,9 +135,8 @@ impl Publisher {
         msg: OutgoingMessage,
         cx: &Context,
     ) -> Result<(Subject, jetstream::context::PublishAckFuture), BusError> {
-        let headers = msg.headers(cx);
-        let publish = PublishMessage::build().payload(msg.payload).headers(headers).message_id(&msg.msg_id);
-        let subject = Subject::from(msg.subject);
+        let (subject, headers, payload) = msg.into_parts(cx);
+        let publish = PublishMessage::build().payload(payload).headers(headers);
         match self.js.send_publish(subject.clone(), publish).await {
             Ok(ack) => Ok((subject, ack)),
             Err(e) => Err(publish_error(&subject, e)),
@@ -129,4 +146,36 @@ impl Publisher {
 
 fn publish_error(subject: &Subject, e: impl std::fmt::Display) -> BusError {
     BusError::Publish { subject: subject.to_string(), reason: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ids_that_a_header_cannot_carry_become_a_stable_digest() {
+        assert_eq!(header_safe_id("msg:m-1".into()).as_str(), "msg:m-1");
+        let a = header_safe_id("msg:m\r\nx".into());
+        assert!(a.as_str().starts_with("sha256:") && a.as_str().len() == 7 + 64, "{a}");
+        assert_eq!(a, header_safe_id("msg:m\r\nx".into()), "same id, same digest");
+        assert_ne!(a, header_safe_id("msg:m\nx".into()));
+    }
+
+    #[test]
+    fn the_message_carries_its_id_type_and_kind() {
+        let msg = OutgoingMessage {
+            subject: "ig.v1.evt.1.message".into(),
+            msg_id: "msg:1".into(),
+            type_name: "igrelay.v1.Event",
+            kind: Some("message"),
+            payload: Bytes::from_static(b"x"),
+        };
+        let (subject, headers, payload) = msg.into_parts(&Context::new());
+        assert_eq!(subject.as_str(), "ig.v1.evt.1.message");
+        assert_eq!(headers.get(NATS_MESSAGE_ID).unwrap().as_str(), "msg:1");
+        assert_eq!(headers.get(TYPE_HEADER).unwrap().as_str(), "igrelay.v1.Event");
+        assert_eq!(headers.get(KIND_HEADER).unwrap().as_str(), "message");
+        assert_eq!(payload, Bytes::from_static(b"x"));
+    }
 }

@@ -78,8 +78,7 @@ impl Verifier {
     pub fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
         let header = header.ok_or(SignatureError::Missing)?;
         let hex_sig = header.strip_prefix(b"sha256=").ok_or(SignatureError::Malformed)?;
-        let mut sig = [0u8; 32];
-        hex::decode_to_slice(hex_sig, &mut sig).map_err(|_| SignatureError::Malformed)?;
+        let sig = decode_signature(hex_sig).ok_or(SignatureError::Malformed)?;
         for mac in &self.macs {
             let mut mac = mac.clone();
             mac.update(body);
@@ -90,6 +89,27 @@ impl Verifier {
         }
         Err(SignatureError::Mismatch)
     }
+}
+
+/// The 32 bytes of a 64-digit hex signature (either case). The header is not secret, so this
+/// need not run in constant time; the comparison with the expected MAC does.
+fn decode_signature(hex: &[u8]) -> Option<[u8; 32]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 /// Serialises `value` as Meta does: compact, with every non-ASCII character as `\uXXXX`
@@ -133,6 +153,21 @@ mod tests {
         assert_eq!(verify(secrets, Some(&b"sha256=zz".repeat(8)[..71]), body), Err(SignatureError::Malformed));
         assert_eq!(verify(secrets, Some(&header.as_bytes()[..70]), body), Err(SignatureError::Malformed));
         assert_eq!(verify(secrets, Some(format!("{header}0").as_bytes()), body), Err(SignatureError::Malformed));
+        let upper = format!("sha256={}", header["sha256=".len()..].to_ascii_uppercase());
+        assert_eq!(verify(secrets, Some(upper.as_bytes()), body), Ok(()), "hex digits in either case");
+        let mut flipped = header.clone().into_bytes();
+        flipped[70] = if flipped[70] == b'0' { b'1' } else { b'0' };
+        assert_eq!(verify(secrets, Some(&flipped), body), Err(SignatureError::Mismatch));
+    }
+
+    #[test]
+    fn signature_digits_decode_like_the_hex_crate() {
+        for c in 0..=255u8 {
+            let digits = [c; 64];
+            let mut expected = [0u8; 32];
+            let ok = hex::decode_to_slice(digits, &mut expected).is_ok();
+            assert_eq!(decode_signature(&digits), ok.then_some(expected), "{c}");
+        }
     }
 
     #[test]

@@ -7,11 +7,11 @@
 //! (Instagram Login), in any combination within one entry. Timestamps may be numbers or numeric
 //! strings, in seconds or milliseconds.
 
+use bumpalo::Bump;
 use igrelay_bus::subjects::EventKind;
 use igrelay_core::AccountId;
 use igrelay_core::time::{normalise_to_ms, timestamp_from_ms};
 use igrelay_core::v1::{self, Channel, EventMeta, event::Payload};
-use std::borrow::Cow;
 
 use crate::json::{Json, NULL};
 use sha2::{Digest, Sha256};
@@ -47,7 +47,10 @@ impl ParsedEvent {
 
 /// Parses a whole delivery. Always returns at least one event for a non-empty body.
 pub fn parse_delivery(body: &[u8], ctx: &DeliveryContext) -> Vec<ParsedEvent> {
-    let root = match Json::parse(body) {
+    // The tree lives in one arena: about twice the body covers a webhook's tree, and it grows
+    // when a body needs more.
+    let arena = Bump::with_capacity(body.len() * 2);
+    let root = match Json::parse(body, &arena) {
         Ok(v) => v,
         Err(e) => return vec![raw_unknown(body, ctx, format!("invalid JSON: {e}"))],
     };
@@ -205,21 +208,22 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
     let sender = obj.get("sender").and_then(|s| s.get("id")).map(text).unwrap_or_default();
     let recipient = obj.get("recipient").and_then(|s| s.get("id")).map(text).unwrap_or_default();
     let ts = obj.get("timestamp").and_then(timestamp_ms);
-    let ts_token = ts.map(|t| t.to_string()).unwrap_or_default();
     let mid = body.get("mid").map(text).unwrap_or_default();
-    let id_or_hash = |prefix: &str, natural: Option<String>| -> String {
-        match natural {
+    let id_or_hash = |prefix: &str, natural: Option<&str>| -> String {
+        match natural.filter(|n| !n.is_empty()) {
             Some(id) => ic.prefixed(format!("{prefix}:{id}")),
             None => ic.prefixed(format!("{prefix}:{}", hash_parts(&[ic.account.as_str(), field, &item.to_string()]))),
         }
     };
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    // A composite natural id, only when the item has a mid.
+    let with_mid = |rest: std::fmt::Arguments<'_>| (!mid.is_empty()).then(|| format!("{mid}:{rest}"));
 
     let (kind, id, payload) = match *key {
         "message" => {
-            let m = message(&sender, &recipient, body);
+            let id = id_or_hash("msg", Some(&mid));
+            let m = message(sender, recipient, mid, body);
             let kind = if m.is_echo { EventKind::MessageEcho } else { EventKind::Message };
-            (kind, id_or_hash("msg", non_empty(&mid)), Payload::Message(m))
+            (kind, id, Payload::Message(m))
         }
         "reaction" => {
             let action = match body.get("action").and_then(Json::as_str) {
@@ -227,7 +231,8 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
                 Some("unreact") => v1::ReactionAction::Unreact,
                 _ => v1::ReactionAction::Unspecified,
             };
-            let natural = non_empty(&mid).map(|m| format!("{m}:{}:{sender}:{ts_token}", str_at(body, "action")));
+            let ts_token = ts.map(|t| t.to_string()).unwrap_or_default();
+            let natural = with_mid(format_args!("{}:{sender}:{ts_token}", str_at(body, "action")));
             let r = v1::Reaction {
                 sender_id: sender,
                 recipient_id: recipient,
@@ -236,7 +241,7 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
                 reaction: str_at(body, "reaction"),
                 emoji: str_at(body, "emoji"),
             };
-            (EventKind::Reaction, id_or_hash("reaction", natural), Payload::Reaction(r))
+            (EventKind::Reaction, id_or_hash("reaction", natural.as_deref()), Payload::Reaction(r))
         }
         "postback" => {
             let p = v1::Postback {
@@ -248,21 +253,21 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
                 is_self: bool_at(item, "is_self") || bool_at(body, "is_self"),
                 referral: body.get("referral").map(ad_referral),
             };
-            (EventKind::Postback, id_or_hash("postback", non_empty(&mid)), Payload::Postback(p))
+            (EventKind::Postback, id_or_hash("postback", Some(&mid)), Payload::Postback(p))
         }
         "read" => {
-            let natural = non_empty(&mid).map(|m| format!("{m}:{sender}"));
+            let natural = with_mid(format_args!("{sender}"));
             let s = v1::Seen {
                 sender_id: sender,
                 recipient_id: recipient,
                 mid,
                 watermark: body.get("watermark").and_then(int).unwrap_or(0),
             };
-            (EventKind::Seen, id_or_hash("seen", natural), Payload::Seen(s))
+            (EventKind::Seen, id_or_hash("seen", natural.as_deref()), Payload::Seen(s))
         }
         "message_edit" => {
             let num_edit = body.get("num_edit").and_then(int).unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32;
-            let natural = non_empty(&mid).map(|m| format!("{m}:{num_edit}"));
+            let natural = with_mid(format_args!("{num_edit}"));
             let e = v1::MessageEdit {
                 sender_id: sender,
                 recipient_id: recipient,
@@ -270,7 +275,7 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
                 text: str_at(body, "text"),
                 num_edit,
             };
-            (EventKind::MessageEdit, id_or_hash("edit", natural), Payload::MessageEdit(e))
+            (EventKind::MessageEdit, id_or_hash("edit", natural.as_deref()), Payload::MessageEdit(e))
         }
         "referral" => {
             let r = v1::Referral { sender_id: sender, recipient_id: recipient, referral: Some(ad_referral(body)) };
@@ -313,7 +318,7 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
     ic.event(id, field, ts, kind, payload)
 }
 
-fn message(sender: &str, recipient: &str, m: &Json<'_>) -> v1::Message {
+fn message(sender_id: String, recipient_id: String, mid: String, m: &Json<'_>) -> v1::Message {
     let attachments =
         m.get("attachments").and_then(Json::as_array).map(|a| a.iter().map(attachment).collect()).unwrap_or_default();
     let reply_to = m.get("reply_to").and_then(|r| {
@@ -329,9 +334,9 @@ fn message(sender: &str, recipient: &str, m: &Json<'_>) -> v1::Message {
         }
     });
     v1::Message {
-        sender_id: sender.to_owned(),
-        recipient_id: recipient.to_owned(),
-        mid: m.get("mid").map(text).unwrap_or_default(),
+        sender_id,
+        recipient_id,
+        mid,
         text: str_at(m, "text"),
         attachments,
         quick_reply_payload: m.get("quick_reply").map(|q| str_at(q, "payload")).unwrap_or_default(),
@@ -446,11 +451,8 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Json<'_>) -> ParsedEv
             ic.event(id, field, ts, EventKind::StoryInsights, Payload::StoryInsights(s))
         }
         other => {
-            let wrapper = Json::Object(vec![
-                (Cow::Borrowed("field"), Json::Str(Cow::Borrowed(other))),
-                (Cow::Borrowed("value"), value.clone()),
-            ]);
-            ic.unknown(other, &wrapper, format!("unknown webhook field {other:?}"))
+            let pairs = [("field", Json::Str(other)), ("value", value.clone())];
+            ic.unknown(other, &Json::Object(&pairs), format!("unknown webhook field {other:?}"))
         }
     }
 }
@@ -466,7 +468,7 @@ fn raw_unknown(body: &[u8], ctx: &DeliveryContext, reason: String) -> ParsedEven
 /// Meta documents ids as strings but some payloads carry numbers.
 fn text(v: &Json<'_>) -> String {
     match v {
-        Json::Str(s) => s.as_ref().to_owned(),
+        Json::Str(s) => (*s).to_owned(),
         Json::Number(n) => n.to_string(),
         Json::Bool(b) => b.to_string(),
         _ => String::new(),
@@ -480,7 +482,7 @@ fn str_at(v: &Json<'_>, key: &str) -> String {
 fn bool_at(v: &Json<'_>, key: &str) -> bool {
     match v.get(key) {
         Some(Json::Bool(b)) => *b,
-        Some(Json::Str(s)) => s == "true",
+        Some(Json::Str(s)) => *s == "true",
         _ => false,
     }
 }

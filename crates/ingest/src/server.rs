@@ -12,7 +12,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use igrelay_bus::subjects::EventKind;
 use igrelay_bus::topology::StreamDef;
 use igrelay_bus::{BusConfig, OutgoingMessage, Publisher, subjects};
 use igrelay_core::webhook::{self, SIGNATURE_HEADER};
@@ -247,9 +246,8 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetr
     let mut events = parse_delivery(&bytes, &ctx);
     correlate_echoes(s, &mut events).await;
     cx.span().set_attribute(KeyValue::new("igrelay.events", events.len() as i64));
-    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     let messages: Vec<OutgoingMessage> = events
-        .into_iter()
+        .iter()
         .map(|e| {
             let subject = subjects::event(&e.account, e.kind);
             OutgoingMessage::proto(subject, e.event_id().to_owned(), &e.event).with_kind(e.kind.token())
@@ -257,8 +255,8 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetr
         .collect();
     match s.publisher.publish_all(messages, cx, s.cfg.publish_deadline).await {
         Ok(ack) => {
-            for kind in kinds {
-                s.metrics.published(kind);
+            for e in &events {
+                s.metrics.published(e.kind);
             }
             s.metrics.duplicates.inc_by(ack.duplicates as u64);
             tracing::debug!(stored = ack.stored, duplicates = ack.duplicates, delivery = %ctx.delivery_id, "delivery stored");

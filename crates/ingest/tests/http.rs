@@ -164,6 +164,29 @@ async fn the_same_delivery_three_times_is_stored_once() {
     app.stop().await;
 }
 
+/// Ids come from Meta's JSON, where `\r` and `\n` are legal escapes; a NATS header cannot carry
+/// them, so the deduplication id must still be made from them without failing the delivery.
+#[tokio::test]
+async fn ids_with_line_breaks_are_stored_and_deduplicated() {
+    let app = App::start().await;
+    let payload = json!({"object": "instagram", "entry": [
+        {"id": ACCOUNT, "time": 1_743_480_368_963i64, "messaging": [
+            {"sender": {"id": "55"}, "recipient": {"id": ACCOUNT}, "timestamp": 1_743_480_368_714i64, "message": {"mid": "m\r\nx", "text": "a"}},
+            {"sender": {"id": "55"}, "recipient": {"id": ACCOUNT}, "timestamp": 1_743_480_368_714i64, "message": {"mid": "m\nx", "text": "b"}}
+        ]},
+        {"id": ACCOUNT, "time": 1_743_480_368i64, "changes": [{"field": "comments", "value": {"id": "c\n1", "text": "c", "from": {"id": "55"}}}]}
+    ]});
+    for _ in 0..2 {
+        let r = app.post_json(&payload).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let events = app.events().await;
+    assert_eq!(events.len(), 3, "each event once, the line-break ids told apart");
+    let Some(Payload::Message(m)) = &events[0].event.payload else { panic!() };
+    assert_eq!(m.mid, "m\r\nx", "the event keeps Meta's id as it was");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_batch_of_1000_entries_is_1000_events_and_one_200() {
     let app = App::start().await;
