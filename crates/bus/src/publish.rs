@@ -115,6 +115,14 @@ impl Publisher {
         cx: &Context,
         deadline: Duration,
     ) -> Result<BatchAck, BusError> {
+        if msgs.len() == 1 {
+            // Most webhooks carry one event: no pending list, no join.
+            if let Some(msg) = msgs.into_iter().next() {
+                let ack = self.publish(msg, cx, deadline).await?;
+                return Ok(BatchAck { stored: usize::from(!ack.duplicate), duplicates: usize::from(ack.duplicate) });
+            }
+            return Ok(BatchAck::default());
+        }
         let fut = async {
             let mut pending = Vec::with_capacity(msgs.len());
             for msg in msgs {

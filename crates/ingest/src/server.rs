@@ -234,12 +234,12 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetr
             webhook::SignatureError::Malformed => "signature_malformed",
             webhook::SignatureError::Mismatch => "signature_mismatch",
         });
-        tracing::warn!(error = %e, "webhook rejected");
+        tracing::warn!(error = %e, trace_id = %trace_id(cx), "webhook rejected");
         return (StatusCode::UNAUTHORIZED, format!("{e}\n")).into_response();
     }
 
     if !igrelay_bus::connect::is_connected(&s.client) {
-        return unavailable(s, "NATS is not connected");
+        return unavailable(s, cx, "NATS is not connected");
     }
 
     let ctx = DeliveryContext::new(&bytes, igrelay_core::time::now_ms());
@@ -264,19 +264,25 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetr
             // a header map on every delivery.
             Response::new(Body::from("EVENT_RECEIVED"))
         }
-        Err(e) => unavailable(s, &e.to_string()),
+        Err(e) => unavailable(s, cx, &e.to_string()),
     }
 }
 
-fn unavailable(s: &AppState, why: &str) -> Response {
+fn unavailable(s: &AppState, cx: &opentelemetry::Context, why: &str) -> Response {
     s.metrics.reject("nats_unavailable");
-    tracing::warn!(reason = why, "answering 503: events not stored, Meta will deliver again");
+    tracing::warn!(reason = why, trace_id = %trace_id(cx), "answering 503: events not stored, Meta will deliver again");
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, s.cfg.retry_after_s.to_string())],
         format!("events could not be stored ({why}); retry later\n"),
     )
         .into_response()
+}
+
+/// The request's trace id, for its log lines: the request span is an OpenTelemetry span, not a
+/// `tracing` one, so log lines do not carry it by themselves.
+fn trace_id(cx: &opentelemetry::Context) -> opentelemetry::trace::TraceId {
+    cx.span().span_context().trace_id()
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {

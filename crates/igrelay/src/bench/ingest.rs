@@ -8,9 +8,11 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use async_nats::jetstream::message::PublishMessage;
 use axum::routing::{get, post};
 use bytes::Bytes;
 use igrelay_bus::local_server::LocalNatsServer;
@@ -31,8 +33,9 @@ pub struct IngestBenchArgs {
     /// Seconds of each measured phase.
     #[arg(long, default_value_t = 3)]
     pub seconds: u64,
-    /// Interleaved baseline/ingest rounds.
-    #[arg(long, default_value_t = 4)]
+    /// Interleaved baseline/ingest rounds. Single rounds on a shared 2-core machine vary by
+    /// about ±7 %; eight average most of that out.
+    #[arg(long, default_value_t = 8)]
     pub rounds: usize,
     /// Drive every round at this rate (open loop) instead of as fast as possible: CPU per webhook
     /// at a fixed load is far less noisy than the maximum rate, for comparing builds.
@@ -41,12 +44,20 @@ pub struct IngestBenchArgs {
     /// Concurrent connections of the closed-loop phases.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
+    /// Give every baseline publish a unique `Nats-Msg-Id`, so nats-server's duplicate check
+    /// (which ingest's dedup ids cost it) is on both sides: the ratio then shows ingest's own
+    /// work alone. Not the baseline, so off by default.
+    #[arg(long)]
+    pub baseline_msg_id: bool,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct BaselineArgs {
     #[arg(long)]
     pub listen: SocketAddr,
+    /// A unique `Nats-Msg-Id` on every publish.
+    #[arg(long)]
+    pub msg_id: bool,
 }
 
 /// A child process killed on drop.
@@ -67,8 +78,12 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
 
     // Both servers run side by side; only the one under load uses CPU.
     let base_addr = free_addr()?;
-    let baseline =
-        spawn(&exe, &["bench", "baseline-server", "--listen", &base_addr.to_string()], &server.url(), base_addr)?;
+    let base_listen = base_addr.to_string();
+    let mut base_args = vec!["bench", "baseline-server", "--listen", &base_listen];
+    if args.baseline_msg_id {
+        base_args.push("--msg-id");
+    }
+    let baseline = spawn(&exe, &base_args, &server.url(), base_addr)?;
     let ingest_addr = free_addr()?;
     let ingest = spawn(&exe, &["ingest"], &server.url(), ingest_addr)?;
     wait_ready(&client, base_addr).await?;
@@ -141,6 +156,7 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
         "round_ratios": round_ratios.iter().map(|r| (r * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
         "rounds": args.rounds,
         "connections": args.connections,
+        "baseline_msg_id": args.baseline_msg_id,
         "phase_seconds": args.seconds,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "nats_server": igrelay_bus::local_server::PINNED_VERSION,
@@ -231,18 +247,30 @@ async fn wait_ready(client: &thttp::HttpClient, addr: SocketAddr) -> anyhow::Res
 }
 
 /// The least a durable ingest can do: publish the raw body to the events stream and await the
-/// acknowledgement. No signature check, no parsing, no dedup id.
+/// acknowledgement. No signature check, no parsing, no dedup id (unless `--msg-id`: then a
+/// counter, unique per process start, so nothing is ever a duplicate).
 pub async fn baseline_server(cfg: Config, args: BaselineArgs) -> anyhow::Result<()> {
     let client = igrelay_bus::connect(&cfg.nats).await?;
     let js = igrelay_bus::connect::jetstream(client, cfg.nats.request_timeout);
     igrelay_bus::ensure_streams(&js, &cfg.topology, &[igrelay_bus::StreamDef::Events]).await?;
+    let started = igrelay_core::time::now_ms();
+    let seq = Arc::new(AtomicU64::new(0));
+    let with_msg_id = args.msg_id;
     let app = axum::Router::new()
         .route(
             PATH,
             post(move |body: Bytes| {
                 let js = js.clone();
+                let msg_id = with_msg_id.then(|| format!("base-{started}-{}", seq.fetch_add(1, Ordering::Relaxed)));
                 async move {
-                    match js.publish(BASELINE_SUBJECT, body).await {
+                    let sent = match msg_id {
+                        Some(id) => {
+                            js.send_publish(BASELINE_SUBJECT, PublishMessage::build().payload(body).message_id(id))
+                                .await
+                        }
+                        None => js.publish(BASELINE_SUBJECT, body).await,
+                    };
+                    match sent {
                         Ok(ack) => match ack.await {
                             Ok(_) => axum::http::StatusCode::OK,
                             Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
