@@ -111,17 +111,16 @@ impl Publisher {
     /// carries its deduplication id.
     pub async fn publish_all(
         &self,
-        msgs: Vec<OutgoingMessage>,
+        mut msgs: Vec<OutgoingMessage>,
         cx: &Context,
         deadline: Duration,
     ) -> Result<BatchAck, BusError> {
-        if msgs.len() == 1 {
-            // Most webhooks carry one event: no pending list, no join.
-            if let Some(msg) = msgs.into_iter().next() {
-                let ack = self.publish(msg, cx, deadline).await?;
-                return Ok(BatchAck { stored: usize::from(!ack.duplicate), duplicates: usize::from(ack.duplicate) });
-            }
-            return Ok(BatchAck::default());
+        // Most webhooks carry one event: no pending list, no join.
+        if msgs.len() == 1
+            && let Some(msg) = msgs.pop()
+        {
+            let ack = self.publish(msg, cx, deadline).await?;
+            return Ok(BatchAck { stored: usize::from(!ack.duplicate), duplicates: usize::from(ack.duplicate) });
         }
         let fut = async {
             let mut pending = Vec::with_capacity(msgs.len());

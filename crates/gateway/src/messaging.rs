@@ -6,7 +6,7 @@ use igrelay_core::AccountId;
 use igrelay_core::v1::recipient::Target;
 use igrelay_core::v1::send_command::Content;
 use igrelay_core::v1::{
-    AuditRecord, ButtonType, CommandOutcome, GetOutcomeRequest, GetOutcomeResponse, MediaKind, SendCommand,
+    AuditRecord, ButtonType, Caller, CommandOutcome, GetOutcomeRequest, GetOutcomeResponse, MediaKind, SendCommand,
     SendMessageRequest, SendMessageResponse, SenderAction, TemplateButton, UploadAttachmentCommand,
     UploadAttachmentRequest, UploadAttachmentResponse, WaitOptions,
 };
@@ -151,29 +151,64 @@ struct Accepted {
     outcome: Option<CommandOutcome>,
 }
 
+/// A command the gateway accepts: it names its account, and gets an id (when the caller gave
+/// none), its acceptance time and its caller.
+trait Command: prost::Message + igrelay_core::v1::TypeName {
+    fn account_id(&self) -> &str;
+    fn command_id(&mut self) -> &mut String;
+    fn stamp(&mut self, accepted_time: Timestamp, caller: Caller);
+}
+
+/// Both command types carry the same envelope fields.
+macro_rules! impl_command {
+    ($($t:ty),*) => {$(
+        impl Command for $t {
+            fn account_id(&self) -> &str {
+                &self.account_id
+            }
+            fn command_id(&mut self) -> &mut String {
+                &mut self.command_id
+            }
+            fn stamp(&mut self, accepted_time: Timestamp, caller: Caller) {
+                self.accepted_time = Some(accepted_time);
+                self.caller = Some(caller);
+            }
+        }
+    )*};
+}
+
+impl_command!(SendCommand, UploadAttachmentCommand);
+
 impl Gateway {
-    /// Checks the account, audits, publishes, and waits for the outcome when asked.
+    /// Checks the caller may use the account and that it is registered, stamps the command,
+    /// audits, publishes, and waits for the outcome when asked. `command` is validated already.
     #[allow(clippy::too_many_arguments)]
-    async fn accept<C: prost::Message + igrelay_core::v1::TypeName>(
+    async fn accept<C: Command>(
         &self,
         p: &Principal,
         method: &str,
         action: AuditAction,
-        account: &AccountId,
-        command: &C,
-        command_id: &str,
-        accepted_time: Timestamp,
+        mut command: C,
         detail: String,
         wait: Option<&WaitOptions>,
         metadata: &tonic::metadata::MetadataMap,
     ) -> Result<Accepted, Status> {
+        p.require_account(command.account_id())?;
+        let account =
+            AccountId::parse(command.account_id()).map_err(|e| status::invalid("command.account_id", e.to_string()))?;
+        if command.command_id().is_empty() {
+            *command.command_id() = nuid::next().to_string();
+        }
+        let command_id = command.command_id().clone();
+        let accepted_time = igrelay_core::time::now();
+        command.stamp(accepted_time, p.caller());
         self.ensure_connected()?;
         if self.store.get(account.as_str()).await.map_err(status::accounts)?.is_none() {
             return Err(Status::not_found(format!("account {account} is not registered")));
         }
         // The audit record first: a command is never accepted without one.
         self.audit(
-            account,
+            &account,
             action,
             AuditRecord {
                 audit_id: format!("{}:{command_id}", action.token()),
@@ -181,20 +216,20 @@ impl Gateway {
                 action: action.token().into(),
                 caller: Some(p.caller()),
                 time: Some(accepted_time),
-                command_id: command_id.to_owned(),
+                command_id: command_id.clone(),
                 method: method.into(),
                 detail,
             },
         )
         .await?;
         let subject = match action {
-            AuditAction::Upload => subjects::upload_command(account),
-            _ => subjects::send_command(account),
+            AuditAction::Upload => subjects::upload_command(&account),
+            _ => subjects::send_command(&account),
         };
         let ack = self
             .publisher
             .publish(
-                OutgoingMessage::proto(subject, command_id.to_owned(), command),
+                OutgoingMessage::proto(subject, command_id.clone(), &command),
                 &igrelay_bus::trace::current(),
                 self.cfg.publish_deadline,
             )
@@ -204,15 +239,15 @@ impl Gateway {
         if ack.duplicate {
             self.metrics.duplicates.inc();
         }
-        tracing::info!(account = %account, command_id, caller = %p.key_id, duplicate = ack.duplicate, kind = action.token(), "command accepted");
+        tracing::info!(account = %account, command_id = command_id.as_str(), caller = %p.key_id, duplicate = ack.duplicate, kind = action.token(), "command accepted");
         let outcome = match wait.filter(|w| w.wait) {
             Some(w) => {
                 let budget = outcomes::wait_budget(w.timeout.as_ref(), metadata, self.cfg.max_wait);
-                Some(outcomes::wait(self, account.as_str(), command_id, budget).await?)
+                Some(outcomes::wait(self, account.as_str(), &command_id, budget).await?)
             }
             None => None,
         };
-        Ok(Accepted { command_id: command_id.to_owned(), accepted_time, duplicate: ack.duplicate, outcome })
+        Ok(Accepted { command_id, accepted_time, duplicate: ack.duplicate, outcome })
     }
 }
 
@@ -225,35 +260,14 @@ impl MessagingService for Gateway {
         let p = self.principal(&request, Scope::MessagesSend)?;
         let metadata = request.metadata().clone();
         let r = request.into_inner();
-        let Some(mut cmd) = r.command else {
+        let Some(cmd) = r.command else {
             return Err(status::invalid("command", "is required"));
         };
         let mut v = Violations::new();
         validate_send(&cmd, &mut v);
         v.check()?;
-        p.require_account(&cmd.account_id)?;
-        let account = AccountId::parse(cmd.account_id.clone())
-            .map_err(|e| status::invalid("command.account_id", e.to_string()))?;
-        if cmd.command_id.is_empty() {
-            cmd.command_id = nuid::next().to_string();
-        }
-        let now = igrelay_core::time::now();
-        cmd.accepted_time = Some(now);
-        cmd.caller = Some(p.caller());
-        let a = self
-            .accept(
-                &p,
-                SEND,
-                AuditAction::Send,
-                &account,
-                &cmd,
-                &cmd.command_id,
-                now,
-                describe(&cmd),
-                r.wait.as_ref(),
-                &metadata,
-            )
-            .await?;
+        let detail = describe(&cmd);
+        let a = self.accept(&p, SEND, AuditAction::Send, cmd, detail, r.wait.as_ref(), &metadata).await?;
         Ok(Response::new(SendMessageResponse {
             command_id: a.command_id,
             accepted_time: Some(a.accepted_time),
@@ -269,7 +283,7 @@ impl MessagingService for Gateway {
         let p = self.principal(&request, Scope::MessagesSend)?;
         let metadata = request.metadata().clone();
         let r = request.into_inner();
-        let Some(mut cmd): Option<UploadAttachmentCommand> = r.command else {
+        let Some(cmd): Option<UploadAttachmentCommand> = r.command else {
             return Err(status::invalid("command", "is required"));
         };
         let mut v = Violations::new();
@@ -282,29 +296,8 @@ impl MessagingService for Gateway {
         }
         url(&mut v, "command.url", &cmd.url);
         v.check()?;
-        p.require_account(&cmd.account_id)?;
-        let account = AccountId::parse(cmd.account_id.clone())
-            .map_err(|e| status::invalid("command.account_id", e.to_string()))?;
-        if cmd.command_id.is_empty() {
-            cmd.command_id = nuid::next().to_string();
-        }
-        let now = igrelay_core::time::now();
-        cmd.accepted_time = Some(now);
-        cmd.caller = Some(p.caller());
-        let a = self
-            .accept(
-                &p,
-                UPLOAD,
-                AuditAction::Upload,
-                &account,
-                &cmd,
-                &cmd.command_id,
-                now,
-                "upload attachment".into(),
-                r.wait.as_ref(),
-                &metadata,
-            )
-            .await?;
+        let detail = "upload attachment".to_owned();
+        let a = self.accept(&p, UPLOAD, AuditAction::Upload, cmd, detail, r.wait.as_ref(), &metadata).await?;
         Ok(Response::new(UploadAttachmentResponse {
             command_id: a.command_id,
             accepted_time: Some(a.accepted_time),
