@@ -37,6 +37,27 @@ impl IntoResponse for AdminError {
 
 type AdminResult = Result<axum::Json<Value>, AdminError>;
 
+/// A JSON body whatever its `Content-Type`: the admin API is driven by people with
+/// `curl -d '{…}'`, which sends a form content type, and axum's `Json` answers that with 415.
+/// An empty body is `{}` (every field is optional somewhere); anything else must be JSON.
+struct JsonBody(Value);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for JsonBody {
+    type Rejection = AdminError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| AdminError::BadRequest(format!("cannot read the body: {e}")))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(json!({})));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| AdminError::BadRequest(format!("the body is not JSON: {e}")))
+    }
+}
+
 fn body<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, AdminError> {
     serde_json::from_value(v).map_err(|e| AdminError::BadRequest(e.to_string()))
 }
@@ -77,7 +98,7 @@ struct NewAccount {
     followers: Option<u64>,
 }
 
-async fn add_account(AxState(app): AxState<App>, axum::Json(v): axum::Json<Value>) -> AdminResult {
+async fn add_account(AxState(app): AxState<App>, JsonBody(v): JsonBody) -> AdminResult {
     let b: NewAccount = body(v)?;
     let mut st = app.lock();
     let n = st.next_seq();
@@ -116,7 +137,7 @@ struct NewUser {
     profile_pic: Option<String>,
 }
 
-async fn add_user(AxState(app): AxState<App>, axum::Json(v): axum::Json<Value>) -> AdminResult {
+async fn add_user(AxState(app): AxState<App>, JsonBody(v): JsonBody) -> AdminResult {
     let b: NewUser = body(v)?;
     let mut st = app.lock();
     let id = st.ensure_user(b.id.as_deref(), b.username.as_deref());
@@ -185,7 +206,7 @@ struct NewMedia {
     caption: Option<String>,
 }
 
-async fn add_media(AxState(app): AxState<App>, axum::Json(v): axum::Json<Value>) -> AdminResult {
+async fn add_media(AxState(app): AxState<App>, JsonBody(v): JsonBody) -> AdminResult {
     let b: NewMedia = body(v)?;
     let mut st = app.lock();
     let account = account_or_default(&st, b.account)?;
@@ -203,7 +224,7 @@ struct TokenChange {
     issued_ms: Option<i64>,
 }
 
-async fn set_token(AxState(app): AxState<App>, axum::Json(v): axum::Json<Value>) -> AdminResult {
+async fn set_token(AxState(app): AxState<App>, JsonBody(v): JsonBody) -> AdminResult {
     let b: TokenChange = body(v)?;
     let mut st = app.lock();
     let t = st.tokens.get_mut(&b.token).ok_or_else(|| AdminError::NotFound("token".into()))?;
@@ -232,7 +253,7 @@ struct ClockChange {
     freeze: Option<bool>,
 }
 
-async fn set_clock(AxState(app): AxState<App>, axum::Json(v): axum::Json<Value>) -> AdminResult {
+async fn set_clock(AxState(app): AxState<App>, JsonBody(v): JsonBody) -> AdminResult {
     let b: ClockChange = body(v)?;
     let mut st = app.lock();
     if let Some(f) = b.freeze {
@@ -258,11 +279,7 @@ struct ContainerChange {
     status: String,
 }
 
-async fn set_container(
-    AxState(app): AxState<App>,
-    Path(id): Path<String>,
-    axum::Json(v): axum::Json<Value>,
-) -> AdminResult {
+async fn set_container(AxState(app): AxState<App>, Path(id): Path<String>, JsonBody(v): JsonBody) -> AdminResult {
     let b: ContainerChange = body(v)?;
     let mut st = app.lock();
     let c = st.containers.get_mut(&id).ok_or_else(|| AdminError::NotFound(id.clone()))?;
@@ -279,7 +296,7 @@ async fn list_faults(AxState(app): AxState<App>) -> AdminResult {
     Ok(axum::Json(json!({"faults": st.faults})))
 }
 
-async fn add_fault(AxState(app): AxState<App>, axum::Json(v): axum::Json<Value>) -> AdminResult {
+async fn add_fault(AxState(app): AxState<App>, JsonBody(v): JsonBody) -> AdminResult {
     let f: Fault = body(v)?;
     let mut st = app.lock();
     let id = st.add_fault(f);
@@ -297,7 +314,7 @@ struct WebhookChange {
     callback_url: Option<String>,
 }
 
-async fn set_webhook(AxState(app): AxState<App>, axum::Json(v): axum::Json<Value>) -> AdminResult {
+async fn set_webhook(AxState(app): AxState<App>, JsonBody(v): JsonBody) -> AdminResult {
     let b: WebhookChange = body(v)?;
     let mut st = app.lock();
     st.callback_url = b.callback_url;
@@ -308,11 +325,7 @@ async fn verify_webhook(AxState(app): AxState<App>) -> AdminResult {
     Ok(axum::Json(crate::webhooks::verify_callback(&app).await))
 }
 
-async fn simulate(
-    AxState(app): AxState<App>,
-    Path(kind): Path<String>,
-    axum::Json(v): axum::Json<Value>,
-) -> AdminResult {
+async fn simulate(AxState(app): AxState<App>, Path(kind): Path<String>, JsonBody(v): JsonBody) -> AdminResult {
     let mut st = app.lock();
     simulate_event(&mut st, &kind, &v).map(axum::Json)
 }

@@ -73,3 +73,26 @@ async fn bench_entry_point_reports_throughput() {
     assert_eq!(r.errors, 0);
     assert!(r.requests_per_s > 0.0);
 }
+
+/// The admin API reads JSON whatever the content type says: `curl -d '{…}'`, as `igrelay dev`
+/// suggests, sends a form content type.
+#[tokio::test]
+async fn admin_bodies_are_json_whatever_the_content_type() {
+    let emu = igrelay_emulator::spawn(EmulatorConfig::for_tests()).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/_admin/simulate/message", emu.base_url);
+    let r = http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"text":"hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert!(v["mid"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    let r = http.post(&url).body("{not json").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("the body is not JSON"), "{v}");
+}
