@@ -152,8 +152,12 @@ struct Accepted {
 }
 
 /// A command the gateway accepts: it names its account, and gets an id (when the caller gave
-/// none), its acceptance time and its caller.
+/// none), its acceptance time and its caller. Its type decides the method it is audited under,
+/// the audit action and the subject it is published to.
 trait Command: prost::Message + igrelay_core::v1::TypeName {
+    const METHOD: &'static str;
+    const ACTION: AuditAction;
+    fn subject(account: &AccountId) -> String;
     fn account_id(&self) -> &str;
     fn command_id(&mut self) -> &mut String;
     fn stamp(&mut self, accepted_time: Timestamp, caller: Caller);
@@ -161,8 +165,13 @@ trait Command: prost::Message + igrelay_core::v1::TypeName {
 
 /// Both command types carry the same envelope fields.
 macro_rules! impl_command {
-    ($($t:ty),*) => {$(
+    ($($t:ty => $method:expr, $action:expr, $subject:path;)*) => {$(
         impl Command for $t {
+            const METHOD: &'static str = $method;
+            const ACTION: AuditAction = $action;
+            fn subject(account: &AccountId) -> String {
+                $subject(account)
+            }
             fn account_id(&self) -> &str {
                 &self.account_id
             }
@@ -177,17 +186,17 @@ macro_rules! impl_command {
     )*};
 }
 
-impl_command!(SendCommand, UploadAttachmentCommand);
+impl_command!(
+    SendCommand => SEND, AuditAction::Send, subjects::send_command;
+    UploadAttachmentCommand => UPLOAD, AuditAction::Upload, subjects::upload_command;
+);
 
 impl Gateway {
     /// Checks the caller may use the account and that it is registered, stamps the command,
     /// audits, publishes, and waits for the outcome when asked. `command` is validated already.
-    #[allow(clippy::too_many_arguments)]
     async fn accept<C: Command>(
         &self,
         p: &Principal,
-        method: &str,
-        action: AuditAction,
         mut command: C,
         detail: String,
         wait: Option<&WaitOptions>,
@@ -202,6 +211,7 @@ impl Gateway {
         let command_id = command.command_id().clone();
         let accepted_time = igrelay_core::time::now();
         command.stamp(accepted_time, p.caller());
+        let action = C::ACTION;
         self.ensure_connected()?;
         if self.store.get(account.as_str()).await.map_err(status::accounts)?.is_none() {
             return Err(Status::not_found(format!("account {account} is not registered")));
@@ -217,15 +227,12 @@ impl Gateway {
                 caller: Some(p.caller()),
                 time: Some(accepted_time),
                 command_id: command_id.clone(),
-                method: method.into(),
+                method: C::METHOD.into(),
                 detail,
             },
         )
         .await?;
-        let subject = match action {
-            AuditAction::Upload => subjects::upload_command(&account),
-            _ => subjects::send_command(&account),
-        };
+        let subject = C::subject(&account);
         let ack = self
             .publisher
             .publish(
@@ -267,7 +274,7 @@ impl MessagingService for Gateway {
         validate_send(&cmd, &mut v);
         v.check()?;
         let detail = describe(&cmd);
-        let a = self.accept(&p, SEND, AuditAction::Send, cmd, detail, r.wait.as_ref(), &metadata).await?;
+        let a = self.accept(&p, cmd, detail, r.wait.as_ref(), &metadata).await?;
         Ok(Response::new(SendMessageResponse {
             command_id: a.command_id,
             accepted_time: Some(a.accepted_time),
@@ -297,7 +304,7 @@ impl MessagingService for Gateway {
         url(&mut v, "command.url", &cmd.url);
         v.check()?;
         let detail = "upload attachment".to_owned();
-        let a = self.accept(&p, UPLOAD, AuditAction::Upload, cmd, detail, r.wait.as_ref(), &metadata).await?;
+        let a = self.accept(&p, cmd, detail, r.wait.as_ref(), &metadata).await?;
         Ok(Response::new(UploadAttachmentResponse {
             command_id: a.command_id,
             accepted_time: Some(a.accepted_time),

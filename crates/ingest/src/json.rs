@@ -95,8 +95,8 @@ struct Parser<'a> {
     bytes: &'a [u8],
     pos: usize,
     arena: &'a Bump,
-    /// Elements of the arrays being parsed, innermost last; moved into the arena when an array
-    /// closes, so building a tree needs no allocation per container.
+    /// Elements of the arrays and objects being parsed, innermost last; moved into the arena
+    /// when their container closes, so building a tree needs no allocation per container.
     values: Vec<Json<'a>>,
     pairs: Vec<(&'a str, Json<'a>)>,
     depth: usize,
@@ -161,14 +161,8 @@ impl<'a> Parser<'a> {
         loop {
             let v = self.value()?;
             self.values.push(v);
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    break;
-                }
-                None => return Err(self.err("unexpected end of input in an array")),
-                Some(_) => return Err(self.err("expected `,` or `]` in an array")),
+            if !self.more(b']', "unexpected end of input in an array", "expected `,` or `]` in an array")? {
+                break;
             }
         }
         let items = self.arena.alloc_slice_fill_iter(self.values.drain(start..));
@@ -188,25 +182,36 @@ impl<'a> Parser<'a> {
                 Some(_) => return Err(self.err("expected a string key in an object")),
             }
             let key = self.string()?;
-            match self.peek() {
-                Some(b':') => self.pos += 1,
-                None => return Err(self.err("unexpected end of input in an object")),
-                Some(_) => return Err(self.err("expected `:` after an object key")),
-            }
+            self.expect(b':', "unexpected end of input in an object", "expected `:` after an object key")?;
             let v = self.value()?;
             self.pairs.push((key, v));
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    break;
-                }
-                None => return Err(self.err("unexpected end of input in an object")),
-                Some(_) => return Err(self.err("expected `,` or `}` in an object")),
+            if !self.more(b'}', "unexpected end of input in an object", "expected `,` or `}` in an object")? {
+                break;
             }
         }
         let pairs = self.arena.alloc_slice_fill_iter(self.pairs.drain(start..));
         Ok(Json::Object(pairs))
+    }
+
+    /// Consumes `byte` (after whitespace), or fails with `at_end` or `other`.
+    fn expect(&mut self, byte: u8, at_end: &'static str, other: &'static str) -> Result<(), JsonError> {
+        match self.peek() {
+            Some(b) if b == byte => {
+                self.pos += 1;
+                Ok(())
+            }
+            None => Err(self.err(at_end)),
+            Some(_) => Err(self.err(other)),
+        }
+    }
+
+    /// After an element: `true` past a `,` (another follows), `false` past `close`.
+    fn more(&mut self, close: u8, at_end: &'static str, other: &'static str) -> Result<bool, JsonError> {
+        if self.peek() == Some(close) {
+            self.pos += 1;
+            return Ok(false);
+        }
+        self.expect(b',', at_end, other).map(|()| true)
     }
 
     /// A string starting at the opening quote. The body is valid UTF-8 and quotes and

@@ -130,10 +130,9 @@ fn parse_entry(entry: &Json<'_>, object: &str, ctx: &DeliveryContext, out: &mut 
         out.push(ic.unknown("unknown", entry, "an entry is not a JSON object".into()));
         return;
     }
-    let obj = entry;
     let mut understood = false;
     for (key, channel) in [("messaging", Channel::Messaging), ("standby", Channel::Standby)] {
-        if let Some(items) = obj.get(key) {
+        if let Some(items) = entry.get(key) {
             understood = true;
             ic.channel = channel;
             match items.as_array() {
@@ -142,7 +141,7 @@ fn parse_entry(entry: &Json<'_>, object: &str, ctx: &DeliveryContext, out: &mut 
             }
         }
     }
-    if let Some(changes) = obj.get("changes") {
+    if let Some(changes) = entry.get("changes") {
         understood = true;
         ic.channel = Channel::Changes;
         match changes.as_array() {
@@ -161,7 +160,7 @@ fn parse_entry(entry: &Json<'_>, object: &str, ctx: &DeliveryContext, out: &mut 
             None => out.push(ic.unknown("unknown", changes, "entry.changes is not an array".into())),
         }
     }
-    if let (Some(field), Some(value)) = (obj.get("field").and_then(Json::as_str), obj.get("value")) {
+    if let (Some(field), Some(value)) = (entry.get("field").and_then(Json::as_str), entry.get("value")) {
         understood = true;
         ic.channel = Channel::Field;
         out.push(parse_change(&ic, field, value));
@@ -194,20 +193,19 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
     if !item.is_object() {
         return ic.unknown("unknown", item, "a messaging item is not a JSON object".into());
     }
-    let obj = item;
     let Some((key, field, body)) =
-        MESSAGING_KEYS.iter().find_map(|(k, f)| obj.get(k).filter(|v| v.is_object()).map(|v| (k, f, v)))
+        MESSAGING_KEYS.iter().find_map(|(k, f)| item.get(k).filter(|v| v.is_object()).map(|v| (k, f, v)))
     else {
-        let keys: Vec<&str> = obj.keys().collect();
+        let keys: Vec<&str> = item.keys().collect();
         return ic.unknown(
             "unknown",
             item,
             format!("a messaging item with no known event (keys: {})", keys.join(", ")),
         );
     };
-    let sender = obj.get("sender").and_then(|s| s.get("id")).map(text).unwrap_or_default();
-    let recipient = obj.get("recipient").and_then(|s| s.get("id")).map(text).unwrap_or_default();
-    let ts = obj.get("timestamp").and_then(timestamp_ms);
+    let sender = item.get("sender").and_then(|s| s.get("id")).map(text).unwrap_or_default();
+    let recipient = item.get("recipient").and_then(|s| s.get("id")).map(text).unwrap_or_default();
+    let ts = item.get("timestamp").and_then(timestamp_ms);
     let mid = body.get("mid").map(text).unwrap_or_default();
     let id_or_hash = |prefix: &str, natural: Option<&str>| -> String {
         match natural.filter(|n| !n.is_empty()) {

@@ -173,7 +173,7 @@ struct Target {
     tag: &'static str,
 }
 
-/// The closed-loop phases of one target, summed over rounds.
+/// The measured phases of one target, summed over rounds.
 #[derive(Default)]
 struct Phase {
     load: load::LoadResult,
@@ -200,9 +200,9 @@ fn server_cpu(server: &LocalNatsServer) -> u64 {
 /// short-circuits the work.
 fn request_fn(phase: &'static str, target: &'static str) -> RequestFn {
     // A counter shared by every phase of a target keeps message ids unique across rounds.
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     Arc::new(move |w, _| {
-        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let mid = format!("{phase}-{target}-{w}-{n}");
         let body = webhook::encode(&webhook::text_message(
             ACCOUNT,

@@ -30,11 +30,15 @@ impl LoadResult {
 
     /// Adds `other`'s requests, time and latencies (kept sorted) to these.
     pub fn merge(&mut self, other: LoadResult) {
+        self.add(other);
+        self.latencies_ms.sort_by(f64::total_cmp);
+    }
+
+    fn add(&mut self, other: LoadResult) {
         self.ok += other.ok;
         self.errors += other.errors;
         self.elapsed += other.elapsed;
         self.latencies_ms.extend(other.latencies_ms);
-        self.latencies_ms.sort_by(f64::total_cmp);
     }
 }
 
@@ -122,10 +126,12 @@ async fn collect(tasks: Vec<tokio::task::JoinHandle<LoadResult>>, started: Insta
     let mut total = LoadResult::default();
     for t in tasks {
         if let Ok(r) = t.await {
-            total.merge(r);
+            total.add(r);
         }
     }
-    // The workers ran side by side: the phase took the wall time, not the sum of theirs.
+    // The workers ran side by side: the phase took the wall time, not the sum of theirs. Read
+    // before sorting, which is not part of the phase; sorted once, not once per worker.
     total.elapsed = started.elapsed();
+    total.latencies_ms.sort_by(f64::total_cmp);
     total
 }
