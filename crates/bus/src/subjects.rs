@@ -20,6 +20,10 @@ use igrelay_core::v1::{Event, event::Payload};
 
 pub const EVENTS_ALL: &str = "ig.v1.evt.>";
 pub const COMMANDS_ALL: &str = "ig.v1.cmd.>";
+/// The command kinds dispatch carries out (`ig.v1.cmd.<kind>.<account>`). The commands stream
+/// stores only these subjects, so a command of any other shape is refused at publish time
+/// instead of sitting in the stream unprocessed.
+pub const COMMAND_KINDS: [&str; 2] = ["send", "upload"];
 pub const OUTCOMES_ALL: &str = "ig.v1.out.>";
 pub const DLQ_ALL: &str = "ig.v1.dlq.>";
 pub const AUDIT_ALL: &str = "ig.v1.audit.>";
@@ -155,6 +159,12 @@ pub fn parse_stored_command(subject: &str) -> Option<(&str, u32, &str)> {
     let partition = parts.next()?.parse().ok()?;
     let account = parts.next()?;
     Some((kind, partition, account))
+}
+
+/// The subjects the commands stream accepts: `ig.v1.cmd.<kind>.<account>` for each kind in
+/// [`COMMAND_KINDS`].
+pub fn command_stream_subjects() -> Vec<String> {
+    COMMAND_KINDS.iter().map(|k| format!("ig.v1.cmd.{k}.*")).collect()
 }
 
 /// `ig.v1.cmd.upload.<account>`

@@ -132,7 +132,12 @@ impl StreamDef {
         stream::Config {
             name: self.name().into(),
             description: Some(description.into()),
-            subjects: vec![self.subjects().into()],
+            // Commands: only the subjects dispatch consumes (one per command kind); everything
+            // else under ig.v1.cmd. is refused by the server instead of being stored forever.
+            subjects: match self {
+                Self::Commands => subjects::command_stream_subjects(),
+                _ => vec![self.subjects().into()],
+            },
             retention,
             max_age,
             max_bytes: if max_bytes > 0 { max_bytes } else { -1 },

@@ -3,6 +3,7 @@
 //! limits, keeps per-recipient order, retries what can be retried, pauses accounts whose token
 //! Meta refuses, and publishes exactly one outcome per command. See docs/dispatch.md.
 
+mod call;
 pub mod config;
 pub mod lease;
 pub mod limiter;

@@ -18,6 +18,10 @@ pub struct Metrics {
     pub throttled: Counter,
     pub retries: Counter,
     pub partitions: Gauge,
+    /// Commands fetched and not yet finished (queued in lanes, parked, or in hand).
+    pub queued: Gauge,
+    /// Accounts whose commands are parked because the account is not active.
+    pub parked_accounts: Gauge,
 }
 
 impl Metrics {
@@ -33,6 +37,16 @@ impl Metrics {
         r.register("throttled", "Graph API answers that were throttling errors", m.throttled.clone());
         r.register("retries", "Retries after transient errors", m.retries.clone());
         r.register("partitions_held", "Command partitions this process serves", m.partitions.clone());
+        r.register(
+            "queued",
+            "Commands fetched and not finished yet (queued in lanes, parked, or in hand), each counted once",
+            m.queued.clone(),
+        );
+        r.register(
+            "parked_accounts",
+            "Accounts whose commands are parked until the account is active again (new token)",
+            m.parked_accounts.clone(),
+        );
         m
     }
 

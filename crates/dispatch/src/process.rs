@@ -1,28 +1,31 @@
-//! One command, from delivery to outcome.
+//! One command, from delivery to outcome, in stages: subject and payload checks, idempotency,
+//! deadline, validation, account, windows, then the call loop (crate::call) and the outcome.
 //!
-//! Exactly one outcome per command: the outcome is published with `Nats-Msg-Id = out:<command
-//! id>` and recorded in KV bucket `igrelay_idempotency` before the command is acknowledged. A
-//! command delivered again (redelivery, or the same id submitted again) finds the record and
-//! never causes a second Graph call once one succeeded. The one gap: a process killed while a
-//! call was in flight leaves an "in flight" record and no answer; the next owner sends that
-//! call again (at-least-once for that call alone) and says so in the outcome's attempt count.
+//! Exactly one outcome per command: the outcome is published with `Nats-Msg-Id =
+//! out:<account>:<command id>` and recorded in KV bucket `igrelay_idempotency` (with a digest of
+//! the command's content) before the command is acknowledged. A command delivered again
+//! (redelivery, or the same id submitted again with the same content) finds the record and never
+//! causes a second Graph call once one succeeded; the same id with different content is a
+//! conflict and is rejected. The one gap: a process killed while a call was in flight leaves an
+//! "in flight" record and no answer; the next owner sends that call again (at-least-once for that
+//! call alone) and says so in the outcome's attempt count.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use igrelay_bus::OutgoingMessage;
-use igrelay_bus::subjects::{self, EventKind, OutcomeKind};
+use igrelay_bus::subjects::{self, OutcomeKind};
 use igrelay_core::AccountId;
-use igrelay_core::time::{now, now_ms, timestamp_from_ms, timestamp_to_ms};
+use igrelay_core::time::{now, now_ms, timestamp_to_ms};
 use igrelay_core::v1::{
-    self, AccountStatus, CommandOutcome, ErrorClass as PbClass, RejectReason, SendCommand, UploadAttachmentCommand,
-    command_outcome::Result as OutcomeResult, event::Payload,
+    self, AccountStatus, CommandOutcome, RejectReason, SendCommand, UploadAttachmentCommand,
+    command_outcome::Result as OutcomeResult,
 };
-use igrelay_graph::{AccountAuth, ErrorClass, GraphError, Host};
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::Ctx;
 use crate::lease::Lease;
@@ -30,12 +33,22 @@ use crate::limiter::Class;
 use crate::validate::{self, PlanTarget, reject};
 
 /// A decoded command.
-enum Command {
+pub(crate) enum Command {
     Send(SendCommand),
     Upload(UploadAttachmentCommand),
 }
 
 impl Command {
+    fn decode(kind: &str, payload: &[u8]) -> Result<Self, String> {
+        match kind {
+            "send" => SendCommand::decode(payload).map(Self::Send).map_err(|e| format!("payload is not a send command: {e}")),
+            "upload" => UploadAttachmentCommand::decode(payload)
+                .map(Self::Upload)
+                .map_err(|e| format!("payload is not an upload command: {e}")),
+            other => Err(format!("unknown command kind {other:?}: dispatch carries out send and upload")),
+        }
+    }
+
     fn id(&self) -> &str {
         match self {
             Self::Send(c) => &c.command_id,
@@ -83,9 +96,12 @@ impl Command {
     }
 }
 
-/// The lane a command is served in: commands of one lane go out one at a time, in order.
+/// The lane a command is served in: commands of one lane go out one at a time, in order. Sends
+/// have a lane per (account, recipient), uploads one per account; the account is the subject's.
 pub fn lane_of(subject: &str, payload: &[u8]) -> String {
-    let kind = subjects::parse_stored_command(subject).map(|(k, _, _)| k).unwrap_or("send");
+    let Some((kind, _, account)) = subjects::parse_stored_command(subject) else {
+        return "_unparsable".into();
+    };
     match kind {
         "send" => match SendCommand::decode(payload) {
             Ok(c) => {
@@ -94,12 +110,17 @@ pub fn lane_of(subject: &str, payload: &[u8]) -> String {
                     Some(v1::recipient::Target::CommentId(c)) => format!("c:{c}"),
                     None => String::new(),
                 };
-                format!("{}/{to}", c.account_id)
+                format!("{account}/{to}")
             }
-            Err(_) => "_undecodable".into(),
+            Err(_) => format!("{account}/_undecodable"),
         },
-        other => format!("_{other}"),
+        other => format!("{account}/_{other}"),
     }
+}
+
+/// The account a stored command belongs to: its subject's (the subject is the authority).
+pub fn account_of(subject: &str) -> &str {
+    subjects::parse_stored_command(subject).map(|(_, _, a)| a).unwrap_or_default()
 }
 
 fn idem_key(account: &str, command_id: &str) -> String {
@@ -107,36 +128,155 @@ fn idem_key(account: &str, command_id: &str) -> String {
     format!("cmd.{}", hex::encode(&h[..16]))
 }
 
-const IN_FLIGHT: u8 = b'I';
-const DONE: u8 = b'D';
+/// `Nats-Msg-Id` of an outcome: scoped by account, so two tenants using the same command id
+/// never deduplicate each other's outcomes.
+pub fn outcome_msg_id(account: &str, command_id: &str) -> String {
+    format!("out:{account}:{command_id}")
+}
 
-/// Handles one delivered command completely, including its acknowledgement.
-pub async fn handle(ctx: &Ctx, msg: jetstream::Message, lease: &Lease) {
-    let kind = subjects::parse_stored_command(&msg.subject).map(|(k, _, _)| k.to_owned()).unwrap_or_default();
-    let cmd = match kind.as_str() {
-        "send" => SendCommand::decode(msg.payload.clone()).map(Command::Send),
-        "upload" => UploadAttachmentCommand::decode(msg.payload.clone()).map(Command::Upload),
-        other => {
-            let reason = format!("unknown command kind {other:?} in subject {}", msg.subject);
-            return dead_letter(ctx, &msg, &reason).await;
-        }
-    };
-    let cmd = match cmd {
-        Ok(c) => c,
-        Err(e) => return dead_letter(ctx, &msg, &format!("payload is not a {kind} command: {e}")).await,
-    };
-    let account = match AccountId::parse(cmd.account()) {
-        Ok(a) => a,
-        Err(e) => return dead_letter(ctx, &msg, &format!("account_id {:?}: {e}", cmd.account())).await,
-    };
-    let published_ms = msg.info().ok().map(|i| i.published.unix_timestamp_nanos() / 1_000_000).map(|n| n as i64);
-    match process(ctx, &msg, &cmd, &account, published_ms, lease).await {
-        Some(outcome) => finish(ctx, &msg, &account, outcome).await,
-        // Handed back (lease lost or shutting down): another owner carries it out.
-        None => {
-            let _ = msg.ack_with(AckKind::Nak(None)).await;
+/// Idempotency record tags: `I` + content digest (in flight), `d` + digest + outcome (done),
+/// `D` + outcome (done, written before digests were kept; taken as matching).
+const IN_FLIGHT: u8 = b'I';
+const DONE_LEGACY: u8 = b'D';
+const DONE: u8 = b'd';
+
+/// The longest wait a deadline can ask for (`Instant` cannot hold far-future times).
+const MAX_WAIT: Duration = Duration::from_secs(366 * 86_400);
+
+/// What became of a delivered command.
+pub enum Handled {
+    /// Settled: outcome published and acknowledged, or dead-lettered.
+    Done,
+    /// Handed back (NAK): lease lost or shutting down.
+    HandedBack,
+    /// The account cannot call Meta now (needs re-authorisation, paused): the message is returned
+    /// unsettled, to be parked until the account is active again.
+    Parked(jetstream::Message),
+}
+
+/// Why processing stopped before a fresh outcome.
+pub(crate) enum Early {
+    /// Finished: publish and record this outcome.
+    Outcome(CommandOutcome),
+    /// A finished or in-flight command id was reused for different content: publish this
+    /// Rejected outcome, keep the existing record.
+    Conflict(CommandOutcome),
+    /// Lease lost or shutting down: hand the command back.
+    HandBack,
+    /// The account is not active: park the command.
+    Park,
+}
+
+/// One command being processed, with everything its stages need.
+pub(crate) struct Job<'a> {
+    pub ctx: &'a Ctx,
+    pub msg: &'a jetstream::Message,
+    pub account: &'a AccountId,
+    pub id: &'a str,
+    pub lease: &'a Lease,
+    pub stop: &'a CancellationToken,
+}
+
+impl Job<'_> {
+    pub fn acct(&self) -> &str {
+        self.account.as_str()
+    }
+
+    pub fn outcome(&self, attempts: u32, result: OutcomeResult) -> CommandOutcome {
+        CommandOutcome {
+            command_id: self.id.to_owned(),
+            account_id: self.acct().to_owned(),
+            completed_time: Some(now()),
+            attempts,
+            result: Some(result),
         }
     }
+
+    pub fn done(&self, attempts: u32, result: OutcomeResult) -> Early {
+        Early::Outcome(self.outcome(attempts, result))
+    }
+
+    fn rejected(&self, r: v1::Rejected) -> Early {
+        self.done(0, OutcomeResult::Rejected(r))
+    }
+
+    /// Err(HandBack) once shutting down or the partition's lease is no longer safe to use.
+    pub fn still_owned(&self) -> Result<(), Early> {
+        if self.stop.is_cancelled() || !self.lease.valid() { Err(Early::HandBack) } else { Ok(()) }
+    }
+}
+
+/// Handles one delivered command completely, including its acknowledgement (unless parked).
+pub async fn handle(ctx: &Ctx, msg: jetstream::Message, lease: &Lease, stop: &CancellationToken) -> Handled {
+    let Some((kind, _, subject_account)) = subjects::parse_stored_command(&msg.subject) else {
+        let reason = format!("subject {} is not ig.v1.cmd.<kind>.<partition>.<account>", msg.subject);
+        dead_letter(ctx, &msg, &reason).await;
+        return Handled::Done;
+    };
+    let account = match AccountId::parse(subject_account) {
+        Ok(a) => a,
+        Err(e) => {
+            dead_letter(ctx, &msg, &format!("account {subject_account:?} in subject {}: {e}", msg.subject)).await;
+            return Handled::Done;
+        }
+    };
+    let cmd = match Command::decode(kind, &msg.payload) {
+        Ok(c) => c,
+        Err(reason) => {
+            dead_letter(ctx, &msg, &reason).await;
+            return Handled::Done;
+        }
+    };
+    // The subject is the authority: a payload naming another account is never carried out.
+    if cmd.account() != account.as_str() {
+        reject_foreign(ctx, &msg, &account, &cmd).await;
+        return Handled::Done;
+    }
+    let published_ms = msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
+    let job = Job { ctx, msg: &msg, account: &account, id: cmd.id(), lease, stop };
+    let result = match job.process(&cmd, published_ms).await {
+        Ok(o) | Err(Early::Outcome(o)) => Some((o, true)),
+        Err(Early::Conflict(o)) => Some((o, false)),
+        Err(Early::HandBack) => None,
+        Err(Early::Park) => return Handled::Parked(msg),
+    };
+    match result {
+        Some((outcome, record)) => {
+            finish(ctx, &msg, &account, outcome, record, &cmd.content_hash()).await;
+            Handled::Done
+        }
+        None => {
+            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            Handled::HandedBack
+        }
+    }
+}
+
+/// A payload whose account differs from its subject's: a Rejected outcome (on the subject's
+/// account) and a dead letter, so the mistake is visible to the caller and to operators.
+async fn reject_foreign(ctx: &Ctx, msg: &jetstream::Message, account: &AccountId, cmd: &Command) {
+    let reason = format!(
+        "payload account_id {:?} differs from the subject's account {account} ({}): the subject decides whose command it is",
+        cmd.account(),
+        msg.subject
+    );
+    let outcome = CommandOutcome {
+        command_id: cmd.id().to_owned(),
+        account_id: account.to_string(),
+        completed_time: Some(now()),
+        attempts: 0,
+        result: Some(OutcomeResult::Rejected(reject(RejectReason::Invalid, "account_id", reason.clone()))),
+    };
+    let msg_id = format!("{}:foreign:{}", outcome_msg_id(account.as_str(), cmd.id()), hex_digest(cmd));
+    if publish_outcome(ctx, msg, account, &outcome, msg_id).await {
+        dead_letter(ctx, msg, &reason).await;
+    } else {
+        let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+    }
+}
+
+fn hex_digest(cmd: &Command) -> String {
+    hex::encode(&cmd.content_hash()[..8])
 }
 
 async fn dead_letter(ctx: &Ctx, msg: &jetstream::Message, reason: &str) {
@@ -146,343 +286,268 @@ async fn dead_letter(ctx: &Ctx, msg: &jetstream::Message, reason: &str) {
     igrelay_bus::consume::dead_letter(&ctx.js, &subject, msg, reason, delivered).await;
 }
 
-/// Publishes the outcome, records it, acknowledges the command.
-async fn finish(ctx: &Ctx, msg: &jetstream::Message, account: &AccountId, outcome: CommandOutcome) {
-    let kind = match &outcome.result {
+fn outcome_kind(outcome: &CommandOutcome) -> OutcomeKind {
+    match &outcome.result {
         Some(OutcomeResult::Sent(_)) => OutcomeKind::Sent,
         Some(OutcomeResult::Rejected(_)) => OutcomeKind::Rejected,
         Some(OutcomeResult::Failed(_)) => OutcomeKind::Failed,
         _ => OutcomeKind::Expired,
-    };
+    }
+}
+
+/// Publishes an outcome; false if it was not stored.
+async fn publish_outcome(
+    ctx: &Ctx,
+    msg: &jetstream::Message,
+    account: &AccountId,
+    outcome: &CommandOutcome,
+    msg_id: String,
+) -> bool {
+    let kind = outcome_kind(outcome);
     ctx.metrics.outcome(kind.token());
-    let out = OutgoingMessage::proto(subjects::outcome(account, kind), format!("out:{}", outcome.command_id), &outcome)
-        .with_kind(kind.token());
+    let out = OutgoingMessage::proto(subjects::outcome(account, kind), msg_id, outcome).with_kind(kind.token());
     let cx = msg.headers.as_ref().and_then(igrelay_bus::trace::extract).unwrap_or_else(igrelay_bus::trace::current);
-    if let Err(e) = ctx.publisher.publish(out, &cx, Duration::from_secs(5)).await {
-        tracing::warn!(error = %e, command = %outcome.command_id, "outcome not stored; command will be redelivered");
+    match ctx.publisher.publish(out, &cx, Duration::from_secs(5)).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, command = %outcome.command_id, "outcome not stored; command will be redelivered");
+            false
+        }
+    }
+}
+
+/// Publishes the outcome, records it (unless it is a conflict, which must not replace the
+/// record of the command that owns the id), acknowledges the command.
+async fn finish(
+    ctx: &Ctx,
+    msg: &jetstream::Message,
+    account: &AccountId,
+    outcome: CommandOutcome,
+    record: bool,
+    hash: &[u8; 32],
+) {
+    let mut msg_id = outcome_msg_id(account.as_str(), &outcome.command_id);
+    if !record {
+        // A conflict has its own id, or the stream would drop it as a duplicate of the outcome
+        // of the command that first used the id.
+        msg_id = format!("{msg_id}:conflict:{}", hex::encode(&hash[..8]));
+    }
+    if !publish_outcome(ctx, msg, account, &outcome, msg_id).await {
         let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
         return;
     }
-    let mut record = vec![DONE];
-    record.extend_from_slice(&outcome.encode_to_vec());
-    if let Err(e) = ctx.idem.put(idem_key(account.as_str(), &outcome.command_id), Bytes::from(record)).await {
-        tracing::warn!(error = %e, "idempotency record not written; the outcome is deduplicated on redelivery");
+    if record {
+        let mut value = vec![DONE];
+        value.extend_from_slice(hash);
+        value.extend_from_slice(&outcome.encode_to_vec());
+        if let Err(e) = ctx.idem.put(idem_key(account.as_str(), &outcome.command_id), Bytes::from(value)).await {
+            tracing::warn!(error = %e, "idempotency record not written; the outcome is deduplicated on redelivery");
+        }
     }
     if let Err(e) = msg.double_ack().await {
         tracing::warn!(error = %e, "ack not confirmed; a redelivery finds the outcome record");
     }
 }
 
-fn outcome(cmd_id: &str, account: &str, attempts: u32, result: OutcomeResult) -> CommandOutcome {
-    CommandOutcome {
-        command_id: cmd_id.to_owned(),
-        account_id: account.to_owned(),
-        completed_time: Some(now()),
-        attempts,
-        result: Some(result),
-    }
+/// What a validated command calls.
+pub(crate) enum Call {
+    Send(validate::Plan),
+    Upload(igrelay_graph::messaging::AttachmentKind, String),
 }
 
-/// Carries the command out; `None` when it must be handed back unfinished.
-async fn process(
-    ctx: &Ctx,
-    msg: &jetstream::Message,
-    cmd: &Command,
-    account: &AccountId,
-    published_ms: Option<i64>,
-    lease: &Lease,
-) -> Option<CommandOutcome> {
-    let id = cmd.id().to_owned();
-    let acct = account.as_str();
-    let done = |attempts: u32, r: OutcomeResult| Some(outcome(&id, acct, attempts, r));
-    let rejected = |r: v1::Rejected| Some(outcome(&id, acct, 0, OutcomeResult::Rejected(r)));
-    if id.is_empty() {
-        return rejected(reject(RejectReason::Invalid, "command_id", "every command needs an id"));
-    }
+/// The instant `deadline_ms` is reached, for waits: saturating, far futures capped.
+fn instant_at(deadline_ms: i64, now_ms: i64) -> Instant {
+    let left = u64::try_from(deadline_ms.saturating_sub(now_ms)).unwrap_or(0);
+    Instant::now() + Duration::from_millis(left).min(MAX_WAIT)
+}
 
-    // Idempotency: a finished command is never carried out again.
-    let key = idem_key(acct, &id);
-    let hash = cmd.content_hash();
-    let mut attempts = 0u32;
-    match ctx.idem.entry(&key).await {
-        Ok(Some(e)) if e.operation == async_nats::jetstream::kv::Operation::Put && !e.value.is_empty() => {
-            let stored_hash = e.value.get(1..33);
-            match e.value[0] {
-                DONE => {
-                    if let Ok(previous) = CommandOutcome::decode(&e.value[1..]) {
-                        ctx.metrics.outcome("duplicate");
-                        return Some(previous);
-                    }
-                }
-                IN_FLIGHT if stored_hash.is_some_and(|h| h != hash) => {
-                    return rejected(reject(
-                        RejectReason::DuplicateIdConflict,
-                        "command_id",
-                        "this command id was already used for a different command",
-                    ));
-                }
-                // A previous owner died with this call in flight: its result is unknown.
-                IN_FLIGHT => attempts = 1,
-                _ => {}
-            }
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "idempotency store unavailable; handing the command back");
-            return None;
-        }
-    }
-
-    let now_ms = now_ms();
+/// The command's deadline in ms since the epoch: its own, or accepted time + the default.
+/// Caller-supplied times may be anything: all arithmetic saturates.
+fn deadline_ms(cfg: &crate::DispatchConfig, cmd: &Command, published_ms: Option<i64>, now_ms: i64) -> i64 {
     let accepted_ms = cmd.accepted().map(timestamp_to_ms).or(published_ms).unwrap_or(now_ms);
-    let deadline_ms =
-        cmd.deadline().map(timestamp_to_ms).unwrap_or(accepted_ms + ctx.cfg.default_deadline.as_millis() as i64);
-    let deadline = Instant::now() + Duration::from_millis((deadline_ms - now_ms).max(0) as u64);
-    if deadline_ms <= now_ms {
-        return done(
-            attempts,
-            OutcomeResult::Expired(v1::Expired {
-                last_error: "the deadline passed before the command was taken up".into(),
-            }),
-        );
+    let default = i64::try_from(cfg.default_deadline.as_millis()).unwrap_or(i64::MAX);
+    cmd.deadline().map(timestamp_to_ms).unwrap_or_else(|| accepted_ms.saturating_add(default))
+}
+
+/// Whether a (parked) command's deadline has passed; an undecodable one counts as passed, so it
+/// is taken up and dead-lettered.
+pub fn deadline_passed(cfg: &crate::DispatchConfig, msg: &jetstream::Message) -> bool {
+    let Some((kind, _, _)) = subjects::parse_stored_command(&msg.subject) else { return true };
+    let Ok(cmd) = Command::decode(kind, &msg.payload) else { return true };
+    let published_ms = msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
+    let now = now_ms();
+    deadline_ms(cfg, &cmd, published_ms, now) <= now
+}
+
+impl Job<'_> {
+    /// Carries the command out; every early end is an `Err`.
+    async fn process(&self, cmd: &Command, published_ms: Option<i64>) -> Result<CommandOutcome, Early> {
+        if self.id.is_empty() {
+            return Err(self.rejected(reject(RejectReason::Invalid, "command_id", "every command needs an id")));
+        }
+        let hash = cmd.content_hash();
+        let attempts = self.idempotency(&hash).await?;
+        let now_ms = now_ms();
+        let deadline_ms = deadline_ms(&self.ctx.cfg, cmd, published_ms, now_ms);
+        if deadline_ms <= now_ms {
+            let last_error = "the deadline passed before the command was taken up".into();
+            return Err(self.done(attempts, OutcomeResult::Expired(v1::Expired { last_error })));
+        }
+        let deadline = instant_at(deadline_ms, now_ms);
+        let call = self.plan(cmd)?;
+        self.account_ready().await?;
+        let class = self.windows(&call, now_ms).await?;
+        self.mark_in_flight(&hash).await?;
+        self.call_until_done(&call, class, deadline, attempts).await
     }
 
-    // Plan and validate.
-    let (plan, upload) = match cmd {
-        Command::Send(c) => match validate::plan(c) {
-            Ok(p) => (Some(p), None),
-            Err(r) => return rejected(r),
-        },
-        Command::Upload(u) => {
-            if !(u.url.starts_with("https://") || u.url.starts_with("http://")) {
-                return rejected(reject(RejectReason::Invalid, "url", "must be an http(s) URL"));
+    /// Idempotency: a finished command is never carried out again; an id reused for different
+    /// content is a conflict. Returns the calls already made (1 if a previous owner died with
+    /// the call in flight).
+    async fn idempotency(&self, hash: &[u8; 32]) -> Result<u32, Early> {
+        let entry = match self.ctx.idem.entry(idem_key(self.acct(), self.id)).await {
+            Ok(Some(e)) if e.operation == async_nats::jetstream::kv::Operation::Put && !e.value.is_empty() => e,
+            Ok(_) => return Ok(0),
+            Err(e) => {
+                tracing::warn!(error = %e, "idempotency store unavailable; handing the command back");
+                return Err(Early::HandBack);
             }
-            let kind = match v1::MediaKind::try_from(u.kind) {
-                Ok(v1::MediaKind::Image) => igrelay_graph::messaging::AttachmentKind::Image,
-                Ok(v1::MediaKind::Audio) => igrelay_graph::messaging::AttachmentKind::Audio,
-                Ok(v1::MediaKind::Video) => igrelay_graph::messaging::AttachmentKind::Video,
-                Ok(v1::MediaKind::File) => igrelay_graph::messaging::AttachmentKind::File,
-                _ => {
-                    return rejected(reject(
-                        RejectReason::Invalid,
-                        "kind",
-                        "must be MEDIA_KIND_IMAGE, _AUDIO, _VIDEO or _FILE",
-                    ));
-                }
-            };
-            (None, Some((kind, u.url.clone())))
+        };
+        let v = &entry.value;
+        let (stored_hash, previous) = match v[0] {
+            DONE_LEGACY => (None, v.get(1..)),
+            DONE => (v.get(1..33), v.get(33..)),
+            IN_FLIGHT => (v.get(1..33), None),
+            _ => return Ok(0),
+        };
+        if stored_hash.is_some_and(|h| h != hash) {
+            tracing::warn!(account = self.acct(), command = self.id, "command id reused for different content");
+            let detail = format!(
+                "conflict: command id {:?} was already used by account {} for a different command (its content differs); resubmit the same content to get the first outcome, or use a new id",
+                self.id,
+                self.acct()
+            );
+            let r = reject(RejectReason::DuplicateIdConflict, "command_id", detail);
+            return Err(Early::Conflict(self.outcome(0, OutcomeResult::Rejected(r))));
         }
-    };
+        match previous.map(CommandOutcome::decode) {
+            Some(Ok(previous)) => {
+                self.ctx.metrics.outcome("duplicate");
+                Err(Early::Outcome(previous))
+            }
+            // In flight: a previous owner died with the call out; its result is unknown.
+            None if v[0] == IN_FLIGHT => Ok(1),
+            _ => Ok(0),
+        }
+    }
 
-    // The account must exist.
-    match ctx.accounts.get(acct).await {
-        Ok(Some(_)) => {}
-        Ok(None) => {
-            return rejected(reject(
+    /// Validates the command and plans its call.
+    fn plan(&self, cmd: &Command) -> Result<Call, Early> {
+        match cmd {
+            Command::Send(c) => validate::plan(c).map(Call::Send).map_err(|r| self.rejected(r)),
+            Command::Upload(u) => {
+                if !(u.url.starts_with("https://") || u.url.starts_with("http://")) {
+                    return Err(self.rejected(reject(RejectReason::Invalid, "url", "must be an http(s) URL")));
+                }
+                use igrelay_graph::messaging::AttachmentKind as K;
+                let kind = match v1::MediaKind::try_from(u.kind) {
+                    Ok(v1::MediaKind::Image) => K::Image,
+                    Ok(v1::MediaKind::Audio) => K::Audio,
+                    Ok(v1::MediaKind::Video) => K::Video,
+                    Ok(v1::MediaKind::File) => K::File,
+                    _ => {
+                        let detail = "must be MEDIA_KIND_IMAGE, _AUDIO, _VIDEO or _FILE";
+                        return Err(self.rejected(reject(RejectReason::Invalid, "kind", detail)));
+                    }
+                };
+                Ok(Call::Upload(kind, u.url.clone()))
+            }
+        }
+    }
+
+    /// The account must exist; one that is not active parks the command (before any record).
+    async fn account_ready(&self) -> Result<(), Early> {
+        match self.ctx.accounts.get(self.acct()).await {
+            Ok(Some(a)) if a.status == AccountStatus::Active as i32 => Ok(()),
+            Ok(Some(_)) => Err(Early::Park),
+            Ok(None) => Err(self.rejected(reject(
                 RejectReason::UnknownAccount,
                 "account_id",
-                format!("account {acct} is not registered with igrelay"),
-            ));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "account store unavailable; handing the command back");
-            return None;
-        }
-    }
-
-    // Windows and private-reply rules, learned from ingested events.
-    let mut class = Class::Send;
-    if let Some(plan) = &plan {
-        class = plan.class;
-        match &plan.target {
-            PlanTarget::User(user) => {
-                let window = if plan.human_agent { ctx.cfg.human_agent_window } else { ctx.cfg.window };
-                match user_window(ctx, acct, user).await {
-                    Some(last) if now_ms - last <= window.as_millis() as i64 => {}
-                    Some(last) => {
-                        let hours = (now_ms - last) / 3_600_000;
-                        return rejected(reject(
-                            RejectReason::WindowClosed,
-                            "recipient.igsid",
-                            format!(
-                                "the user last wrote {hours} h ago; the window is {} h{}",
-                                window.as_secs() / 3600,
-                                if plan.human_agent {
-                                    " (HUMAN_AGENT)"
-                                } else {
-                                    "; a human agent may answer within 7 days with tag HUMAN_AGENT"
-                                }
-                            ),
-                        ));
-                    }
-                    None => {
-                        return rejected(reject(
-                            RejectReason::WindowClosed,
-                            "recipient.igsid",
-                            "the user has not written to this account (no message, postback or ig.me referral seen): Meta allows messages only in reply",
-                        ));
-                    }
-                }
-            }
-            PlanTarget::Comment(comment) => {
-                match ctx.windows.replied(acct, comment).await {
-                    Ok(true) => {
-                        return rejected(reject(
-                            RejectReason::PrivateReplyNotAllowed,
-                            "recipient.comment_id",
-                            "a private reply was already sent for this comment (Meta allows one)",
-                        ));
-                    }
-                    Ok(false) => {}
-                    Err(_) => return None,
-                }
-                if let Ok(Some((at, live))) = ctx.windows.comment(acct, comment).await {
-                    if now_ms - at > ctx.cfg.private_reply_window.as_millis() as i64 {
-                        return rejected(reject(
-                            RejectReason::PrivateReplyNotAllowed,
-                            "recipient.comment_id",
-                            format!(
-                                "the comment is older than {} days",
-                                ctx.cfg.private_reply_window.as_secs() / 86_400
-                            ),
-                        ));
-                    }
-                    if live {
-                        class = Class::LivePrivateReply;
-                    }
-                }
-            }
-        }
-    }
-
-    // Mark in flight, then call until an answer that ends the command.
-    let mut record = vec![IN_FLIGHT];
-    record.extend_from_slice(&hash);
-    if ctx.idem.put(&key, Bytes::from(record)).await.is_err() {
-        return None;
-    }
-    let mut backoff = ctx.cfg.retry_initial;
-    let mut last_error = String::new();
-    loop {
-        // Wait while the account needs re-authorisation or is paused: commands wait, in order.
-        let (account_rec, token) = loop {
-            match ctx.accounts.credentials(acct).await {
-                Ok(Some((a, t))) if a.status == AccountStatus::Active as i32 => break (a, t),
-                Ok(Some(a)) => {
-                    last_error = format!(
-                        "account is {:?}: {}",
-                        AccountStatus::try_from(a.0.status).unwrap_or_default(),
-                        a.0.status_reason
-                    );
-                }
-                Ok(None) => {
-                    return done(
-                        attempts,
-                        OutcomeResult::Rejected(reject(
-                            RejectReason::UnknownAccount,
-                            "account_id",
-                            "the account was removed",
-                        )),
-                    );
-                }
-                Err(e) => last_error = e.to_string(),
-            }
-            if !wait(msg, deadline, Duration::from_millis(500), ctx).await {
-                return done(attempts, OutcomeResult::Expired(v1::Expired { last_error }));
-            }
-        };
-        let auth = AccountAuth {
-            host: if account_rec.login_type == v1::LoginType::Facebook as i32 {
-                Host::Facebook
-            } else {
-                Host::Instagram
-            },
-            token: igrelay_graph::AccessToken::new(token.expose()),
-        };
-
-        // Rate limit, then make sure this process still owns the partition.
-        let Some(permit) = acquire(ctx, msg, acct, class, deadline).await else {
-            return done(
-                attempts,
-                OutcomeResult::Expired(v1::Expired {
-                    last_error: format!("rate limit: no free slot before the deadline {last_error}"),
-                }),
-            );
-        };
-        if !lease.valid() {
-            return None;
-        }
-        attempts += 1;
-        ctx.metrics.calls.inc();
-        let call = async {
-            match (&plan, &upload) {
-                (Some(plan), _) => ctx.graph.send_message(&auth, acct, &plan.request).await.map(|r| {
-                    (
-                        r.usage,
-                        v1::Sent {
-                            message_id: r.value.message_id.unwrap_or_default(),
-                            recipient_id: r.value.recipient_id.unwrap_or_default(),
-                            attachment_id: String::new(),
-                        },
-                    )
-                }),
-                (None, Some((kind, url))) => ctx
-                    .graph
-                    .upload_attachment(&auth, acct, *kind, url, true)
-                    .await
-                    .map(|r| (r.usage, v1::Sent { attachment_id: r.value.attachment_id, ..Default::default() })),
-                (None, None) => Err(GraphError::InvalidArgument("nothing to call".into())),
-            }
-        };
-        // Keep the delivery alive during the call: a redelivery while the call is in flight
-        // would be taken for a dead owner's call and sent again.
-        let result = with_progress(msg, ctx.cfg.ack_wait / 3, call).await;
-        permit.finish();
-        match result {
-            Ok((usage, sent)) => {
-                slow_down(ctx, acct, &usage);
-                if let Some(PlanTarget::Comment(c)) = plan.as_ref().map(|p| &p.target) {
-                    let _ = ctx.windows.mark_replied(acct, c, now_ms).await;
-                }
-                if !sent.message_id.is_empty() {
-                    let _ = ctx
-                        .idem
-                        .put(igrelay_bus::topology::sent_message_key(&sent.message_id), Bytes::from(id.clone()))
-                        .await;
-                }
-                return done(attempts, OutcomeResult::Sent(sent));
-            }
+                format!("account {} is not registered with igrelay", self.acct()),
+            ))),
             Err(e) => {
-                if let Some(u) = e.usage() {
-                    slow_down(ctx, acct, u);
-                }
-                last_error = e.to_string();
-                match e.class() {
-                    ErrorClass::Throttled { retry_after } => {
-                        ctx.metrics.throttled.inc();
-                        let wait_for = retry_after.min(ctx.cfg.throttle_wait).max(Duration::from_millis(200));
-                        ctx.limiter.pause(acct, wait_for);
-                        tracing::warn!(account = acct, ?wait_for, error = %e, "throttled by Meta; waiting");
-                    }
-                    ErrorClass::Transient => {
-                        ctx.metrics.retries.inc();
-                        let jitter = Duration::from_millis(now_ms.rem_euclid(97) as u64);
-                        if !wait(msg, deadline, backoff + jitter, ctx).await {
-                            return done(attempts, OutcomeResult::Expired(v1::Expired { last_error }));
-                        }
-                        backoff = (backoff * 2).min(ctx.cfg.retry_max);
-                    }
-                    ErrorClass::Auth => {
-                        pause_account(ctx, account, &e).await;
-                    }
-                    ErrorClass::Permanent => return done(attempts, OutcomeResult::Failed(failed(&e))),
-                }
+                tracing::warn!(error = %e, "account store unavailable; handing the command back");
+                Err(Early::HandBack)
             }
+        }
+    }
+
+    /// Windows and private-reply rules, learned from ingested events. Returns the rate-limit
+    /// class the call counts against.
+    async fn windows(&self, call: &Call, now_ms: i64) -> Result<Class, Early> {
+        let Call::Send(plan) = call else { return Ok(Class::Send) };
+        match &plan.target {
+            PlanTarget::User(user) => self.user_window(plan, user, now_ms).await.map(|()| plan.class),
+            PlanTarget::Comment(comment) => self.comment_rules(comment, now_ms).await,
+        }
+    }
+
+    async fn user_window(&self, plan: &validate::Plan, user: &str, now_ms: i64) -> Result<(), Early> {
+        let window = if plan.human_agent { self.ctx.cfg.human_agent_window } else { self.ctx.cfg.window };
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let detail = match last_user_message(self.ctx, self.acct(), user).await {
+            Some(last) if now_ms.saturating_sub(last) <= window_ms => return Ok(()),
+            Some(last) => format!(
+                "the user last wrote {} h ago; the window is {} h{}",
+                now_ms.saturating_sub(last) / 3_600_000,
+                window.as_secs() / 3600,
+                if plan.human_agent {
+                    " (HUMAN_AGENT)"
+                } else {
+                    "; a human agent may answer within 7 days with tag HUMAN_AGENT"
+                }
+            ),
+            None => "the user has not written to this account (no message, postback or ig.me referral seen): Meta allows messages only in reply".into(),
+        };
+        Err(self.rejected(reject(RejectReason::WindowClosed, "recipient.igsid", detail)))
+    }
+
+    async fn comment_rules(&self, comment: &str, now_ms: i64) -> Result<Class, Early> {
+        let windows = &self.ctx.windows;
+        match windows.replied(self.acct(), comment).await {
+            Ok(true) => {
+                let detail = "a private reply was already sent for this comment (Meta allows one)";
+                return Err(self.rejected(reject(RejectReason::PrivateReplyNotAllowed, "recipient.comment_id", detail)));
+            }
+            Ok(false) => {}
+            Err(_) => return Err(Early::HandBack),
+        }
+        let mut class = Class::PrivateReply;
+        if let Ok(Some((at, live))) = windows.comment(self.acct(), comment).await {
+            let window = self.ctx.cfg.private_reply_window;
+            if now_ms.saturating_sub(at) > i64::try_from(window.as_millis()).unwrap_or(i64::MAX) {
+                let detail = format!("the comment is older than {} days", window.as_secs() / 86_400);
+                return Err(self.rejected(reject(RejectReason::PrivateReplyNotAllowed, "recipient.comment_id", detail)));
+            }
+            if live {
+                class = Class::LivePrivateReply;
+            }
+        }
+        Ok(class)
+    }
+
+    /// Records "in flight" with the content digest before the first call.
+    async fn mark_in_flight(&self, hash: &[u8; 32]) -> Result<(), Early> {
+        let mut record = vec![IN_FLIGHT];
+        record.extend_from_slice(hash);
+        match self.ctx.idem.put(idem_key(self.acct(), self.id), Bytes::from(record)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Early::HandBack),
         }
     }
 }
 
-async fn user_window(ctx: &Ctx, account: &str, user: &str) -> Option<i64> {
+async fn last_user_message(ctx: &Ctx, account: &str, user: &str) -> Option<i64> {
     // The events consumer may trail a reply sent right after the user's message: look again
     // for a little while before deciding there is no window.
     let give_up = Instant::now() + ctx.cfg.window_grace;
@@ -494,127 +559,5 @@ async fn user_window(ctx: &Ctx, account: &str, user: &str) -> Option<i64> {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn acquire(
-    ctx: &Ctx,
-    msg: &jetstream::Message,
-    account: &str,
-    class: Class,
-    deadline: Instant,
-) -> Option<crate::limiter::Permit> {
-    // Keep the command's delivery alive while it waits for a slot.
-    let step = ctx.cfg.ack_wait / 3;
-    loop {
-        let until = (Instant::now() + step).min(deadline);
-        if let Some(p) = ctx.limiter.acquire(account, class, until).await {
-            return Some(p);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        let _ = msg.ack_with(AckKind::Progress).await;
-    }
-}
-
-/// Runs `fut`, sending a progress ack every `every` until it completes.
-async fn with_progress<T>(msg: &jetstream::Message, every: Duration, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::pin!(fut);
-    let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            out = &mut fut => return out,
-            _ = ticker.tick() => {
-                let _ = msg.ack_with(AckKind::Progress).await;
-            }
-        }
-    }
-}
-
-/// Sleeps `for_` (keeping the delivery alive); false if the deadline comes first.
-async fn wait(msg: &jetstream::Message, deadline: Instant, for_: Duration, ctx: &Ctx) -> bool {
-    let until = Instant::now() + for_;
-    if until >= deadline {
-        return false;
-    }
-    let step = ctx.cfg.ack_wait / 3;
-    let mut t = Instant::now();
-    while t < until {
-        let next = (t + step).min(until);
-        tokio::time::sleep_until(next).await;
-        let _ = msg.ack_with(AckKind::Progress).await;
-        t = Instant::now();
-    }
-    true
-}
-
-fn slow_down(ctx: &Ctx, account: &str, usage: &igrelay_graph::Usage) {
-    if let Some(regain) = usage.regain_access_in() {
-        ctx.limiter.pause(account, regain);
-        return;
-    }
-    // Throttling proper comes back as an error (and pauses the account there); the rate
-    // limiter already keeps the per-second classes within Meta's limits, so a header at 100 %
-    // only means a budget is used up exactly.
-    if usage.max_percent() >= ctx.cfg.usage_slowdown_percent {
-        // Close to the budget: leave one send interval free before the next call, so the
-        // account slows down before it runs into a throttle.
-        ctx.limiter.pause(account, Duration::from_secs(1) / ctx.cfg.limits.send_per_s.max(1));
-    }
-}
-
-fn failed(e: &GraphError) -> v1::Failed {
-    let class = match e.class() {
-        ErrorClass::Throttled { .. } => PbClass::Throttled,
-        ErrorClass::Transient => PbClass::Transient,
-        ErrorClass::Auth => PbClass::Auth,
-        ErrorClass::Permanent => PbClass::Permanent,
-    };
-    match e.api() {
-        Some(api) => v1::Failed {
-            code: api.code,
-            subcode: api.subcode.unwrap_or(0),
-            message: api.message.clone(),
-            fbtrace_id: api.fbtrace_id.clone().unwrap_or_default(),
-            error_class: class as i32,
-        },
-        None => v1::Failed { message: e.to_string(), error_class: class as i32, ..Default::default() },
-    }
-}
-
-/// Marks the account as needing re-authorisation and tells the world (once).
-async fn pause_account(ctx: &Ctx, account: &AccountId, e: &GraphError) {
-    let reason = e.api().map(|a| format!("({}) {}", a.code, a.message)).unwrap_or_else(|| e.to_string());
-    match ctx.accounts.set_status(account.as_str(), AccountStatus::NeedsReauth, &reason).await {
-        Ok(Some((previous, acct))) => {
-            tracing::warn!(account = %account, %reason, "account needs re-authorisation; its commands wait");
-            let at = now_ms();
-            let event = v1::Event {
-                meta: Some(v1::EventMeta {
-                    event_id: format!("account_status:{account}:{at}"),
-                    account_id: account.to_string(),
-                    event_time: Some(timestamp_from_ms(at)),
-                    received_time: Some(timestamp_from_ms(at)),
-                    webhook_field: "igrelay".into(),
-                    ..Default::default()
-                }),
-                payload: Some(Payload::AccountStatus(v1::AccountStatusChanged {
-                    account: Some(acct),
-                    previous_status: previous as i32,
-                })),
-            };
-            let msg = OutgoingMessage::proto(
-                subjects::event(account, EventKind::AccountStatus),
-                format!("account_status:{account}:{at}"),
-                &event,
-            )
-            .with_kind(EventKind::AccountStatus.token());
-            if let Err(err) = ctx.publisher.publish(msg, &igrelay_bus::trace::current(), Duration::from_secs(5)).await {
-                tracing::warn!(error = %err, "account status event not published");
-            }
-        }
-        Ok(None) => {}
-        Err(err) => tracing::warn!(error = %err, "cannot mark the account"),
     }
 }

@@ -1,12 +1,24 @@
 //! One partition of the commands stream, served by the process that holds its lease.
 //!
-//! Commands are fetched in stream order and put into lanes, one lane per (account, recipient).
-//! A lane runs its commands one after the other, so a recipient receives messages in the order
-//! they were accepted; different lanes run concurrently (up to `dispatch.max_in_flight`). On
-//! shutdown or lease loss, the command in hand finishes and queued ones are handed back (NAK) to
-//! be served, in order, by the next owner.
+//! Commands are fetched in stream order and put into lanes: one per (account, recipient) for
+//! sends, one per account for uploads. A lane runs its commands one after the other, so a
+//! recipient receives messages in the order they were accepted; different lanes run concurrently
+//! (up to `dispatch.max_in_flight` in-flight slots).
+//!
+//! Parking: when a command finds its account not active (needs re-authorisation, paused), the
+//! lane stops with the command back at its head and the account is marked paused: its lanes hold
+//! no slot and run no task, and new commands of the account join their lanes without starting
+//! them. Every half second the partition looks the paused accounts up again; once one is active
+//! (a new token was stored) its lanes start again, each in order. A parked command whose deadline
+//! passes is taken up alone, to end as Expired.
+//!
+//! Every queued message (parked or waiting for a slot) is kept alive with a progress ack every
+//! third of `ack_wait`, and messages are tracked by stream sequence, so a redelivered copy of one
+//! already held is dropped instead of queued twice. On shutdown or lease loss, the command in
+//! hand finishes and every queued one is handed back (NAK) to be served, in order, by the next
+//! owner.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,17 +26,47 @@ use async_nats::jetstream::{self, AckKind, consumer::pull};
 use futures::StreamExt;
 use igrelay_bus::StreamDef;
 use igrelay_bus::subjects;
+use igrelay_core::v1::AccountStatus;
 use tokio::sync::{Mutex, Semaphore};
-use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::lease::Lease;
-use crate::{Ctx, process};
+use crate::process::{self, Handled};
+use crate::{Ctx, metrics::Metrics};
 
-#[derive(Default)]
+/// How often the accounts of parked commands are looked up again.
+const PARK_CHECK: Duration = Duration::from_millis(500);
+
 struct Lane {
+    account: String,
     queue: VecDeque<jetstream::Message>,
     running: bool,
+    parked: bool,
+}
+
+#[derive(Default)]
+struct State {
+    lanes: HashMap<String, Lane>,
+    /// Stream sequences of the messages queued or in hand.
+    held: HashSet<u64>,
+    /// Accounts whose commands are parked.
+    paused: HashSet<String>,
+}
+
+struct Partition {
+    ctx: Arc<Ctx>,
+    partition: u32,
+    state: Mutex<State>,
+    lease: Lease,
+    stop: CancellationToken,
+    in_flight: Arc<Semaphore>,
+    lanes: TaskTracker,
+}
+
+fn seq_of(msg: &jetstream::Message) -> Option<u64> {
+    msg.info().ok().map(|i| i.stream_sequence)
 }
 
 /// The durable consumer of one partition.
@@ -70,10 +112,17 @@ pub async fn run(ctx: Arc<Ctx>, partition: u32, lease: Lease, stop: Cancellation
         _ = tokio::time::sleep(settle) => {}
     }
     tracing::info!(partition, "serving partition");
-    let lanes: Arc<Mutex<HashMap<String, Lane>>> = Arc::default();
-    let in_flight = Arc::new(Semaphore::new(ctx.cfg.max_in_flight));
-    let mut tasks = JoinSet::new();
-    while !stop.is_cancelled() && lease.valid() {
+    let p = Arc::new(Partition {
+        in_flight: Arc::new(Semaphore::new(ctx.cfg.max_in_flight)),
+        ctx,
+        partition,
+        state: Mutex::default(),
+        lease,
+        stop,
+        lanes: TaskTracker::new(),
+    });
+    let keeper = tokio::spawn(p.clone().keeper());
+    while !p.stop.is_cancelled() && p.lease.valid() {
         let batch = consumer.fetch().max_messages(256).expires(Duration::from_millis(500)).messages().await;
         let mut batch = match batch {
             Ok(b) => b,
@@ -86,54 +135,188 @@ pub async fn run(ctx: Arc<Ctx>, partition: u32, lease: Lease, stop: Cancellation
         loop {
             let next = tokio::select! {
                 biased;
-                _ = stop.cancelled() => None,
+                _ = p.stop.cancelled() => None,
                 m = batch.next() => m,
             };
             let Some(Ok(msg)) = next else { break };
-            let key = process::lane_of(&msg.subject, &msg.payload);
-            let mut map = lanes.lock().await;
-            let lane = map.entry(key.clone()).or_default();
-            lane.queue.push_back(msg);
-            if !lane.running {
-                lane.running = true;
-                tasks.spawn(run_lane(ctx.clone(), lanes.clone(), key, lease.clone(), stop.clone(), in_flight.clone()));
-            }
+            p.enqueue(msg).await;
         }
-        // Reap finished lane tasks and forget idle lanes.
-        while tasks.try_join_next().is_some() {}
-        lanes.lock().await.retain(|_, l| l.running || !l.queue.is_empty());
+        // Forget idle lanes.
+        p.state.lock().await.lanes.retain(|_, l| l.running || l.parked || !l.queue.is_empty());
     }
-    // Stop: lanes finish the command in hand and hand back the rest.
-    stop.cancel();
-    while tasks.join_next().await.is_some() {}
+    p.stop.cancel();
+    let _ = keeper.await;
+    p.lanes.close();
+    p.lanes.wait().await;
+    p.hand_back_all().await;
     tracing::info!(partition, "partition released");
 }
 
-async fn run_lane(
-    ctx: Arc<Ctx>,
-    lanes: Arc<Mutex<HashMap<String, Lane>>>,
-    key: String,
-    lease: Lease,
-    stop: CancellationToken,
-    in_flight: Arc<Semaphore>,
-) {
-    loop {
-        let msg = {
-            let mut map = lanes.lock().await;
-            let Some(lane) = map.get_mut(&key) else { return };
-            match lane.queue.pop_front() {
-                Some(m) => m,
-                None => {
+impl Partition {
+    fn metrics(&self) -> &Metrics {
+        &self.ctx.metrics
+    }
+
+    /// Queues a fetched message in its lane (dropping a copy of one already held) and starts the
+    /// lane unless it runs already or its account is parked.
+    async fn enqueue(self: &Arc<Self>, msg: jetstream::Message) {
+        let key = process::lane_of(&msg.subject, &msg.payload);
+        let account = process::account_of(&msg.subject).to_owned();
+        let seq = seq_of(&msg);
+        let mut st = self.state.lock().await;
+        if let Some(seq) = seq
+            && !st.held.insert(seq)
+        {
+            tracing::debug!(partition = self.partition, seq, "redelivered copy of a held command dropped");
+            return;
+        }
+        self.metrics().queued.inc();
+        let paused = st.paused.contains(&account);
+        let lane = st.lanes.entry(key.clone()).or_insert_with(|| Lane {
+            account,
+            queue: VecDeque::new(),
+            running: false,
+            parked: false,
+        });
+        lane.queue.push_back(msg);
+        if lane.running || lane.parked {
+            return;
+        }
+        if paused {
+            lane.parked = true;
+            return;
+        }
+        lane.running = true;
+        self.lanes.spawn(self.clone().run_lane(key));
+    }
+
+    async fn run_lane(self: Arc<Self>, key: String) {
+        loop {
+            // A slot first: a command waiting for one stays queued (and kept alive).
+            let slot = tokio::select! {
+                s = self.in_flight.clone().acquire_owned() => s.ok(),
+                _ = self.stop.cancelled() => None,
+            };
+            let (msg, account) = {
+                let mut guard = self.state.lock().await;
+                let st = &mut *guard;
+                let Some(lane) = st.lanes.get_mut(&key) else { return };
+                if slot.is_none() || self.stop.is_cancelled() || !self.lease.valid() {
+                    // Handed back by the partition when it stops.
                     lane.running = false;
                     return;
                 }
+                // A parked account's lane stops, unless its head is due to expire.
+                if st.paused.contains(&lane.account)
+                    && !lane.queue.front().is_some_and(|m| process::deadline_passed(&self.ctx.cfg, m))
+                {
+                    (lane.running, lane.parked) = (false, true);
+                    return;
+                }
+                match lane.queue.pop_front() {
+                    Some(m) => (m, lane.account.clone()),
+                    None => {
+                        lane.running = false;
+                        return;
+                    }
+                }
+            };
+            let seq = seq_of(&msg);
+            let handled = process::handle(&self.ctx, msg, &self.lease, &self.stop).await;
+            drop(slot);
+            let mut guard = self.state.lock().await;
+            let st = &mut *guard;
+            match handled {
+                Handled::Parked(msg) => {
+                    if st.paused.insert(account.clone()) {
+                        self.metrics().parked_accounts.inc();
+                        tracing::info!(partition = self.partition, account, "account not active; its commands are parked");
+                    }
+                    if let Some(lane) = st.lanes.get_mut(&key) {
+                        lane.queue.push_front(msg);
+                        (lane.running, lane.parked) = (false, true);
+                    }
+                    return;
+                }
+                Handled::Done | Handled::HandedBack => {
+                    if let Some(seq) = seq
+                        && st.held.remove(&seq)
+                    {
+                        self.metrics().queued.dec();
+                    }
+                }
             }
-        };
-        if stop.is_cancelled() || !lease.valid() {
-            let _ = msg.ack_with(AckKind::Nak(None)).await;
-            continue;
         }
-        let Ok(_slot) = in_flight.acquire().await else { return };
-        process::handle(&ctx, msg, &lease).await;
+    }
+
+    /// Keeps queued messages alive and resumes parked accounts once they are active again.
+    async fn keeper(self: Arc<Self>) {
+        let progress_every = self.ctx.cfg.ack_wait / 3;
+        let mut last_progress = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(PARK_CHECK.min(progress_every)) => {}
+            }
+            if last_progress.elapsed() + PARK_CHECK >= progress_every {
+                self.progress_all().await;
+                last_progress = Instant::now();
+            }
+            self.check_parked().await;
+        }
+    }
+
+    /// A progress ack for every queued message, so none is redelivered while it waits.
+    async fn progress_all(&self) {
+        let queued: Vec<jetstream::Message> =
+            self.state.lock().await.lanes.values().flat_map(|l| l.queue.iter().cloned()).collect();
+        for m in &queued {
+            let _ = m.ack_with(AckKind::Progress).await;
+        }
+    }
+
+    async fn check_parked(self: &Arc<Self>) {
+        let paused: Vec<String> = self.state.lock().await.paused.iter().cloned().collect();
+        for account in paused {
+            // Active again (or removed: its commands then end as Rejected): resume every lane.
+            let resume = match self.ctx.accounts.get(&account).await {
+                Ok(Some(a)) => a.status == AccountStatus::Active as i32,
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            let mut st = self.state.lock().await;
+            if resume && st.paused.remove(&account) {
+                self.metrics().parked_accounts.dec();
+                tracing::info!(partition = self.partition, account, "account active again; resuming its commands");
+            }
+            let cfg = &self.ctx.cfg;
+            for (key, lane) in st.lanes.iter_mut().filter(|(_, l)| l.parked && l.account == account) {
+                // Still paused: only a lane whose head is past its deadline runs (to expire it).
+                if resume || lane.queue.front().is_some_and(|m| process::deadline_passed(cfg, m)) {
+                    (lane.parked, lane.running) = (false, true);
+                    self.lanes.spawn(self.clone().run_lane(key.clone()));
+                }
+            }
+        }
+    }
+
+    /// Hands every queued message back (NAK), for the next owner.
+    async fn hand_back_all(&self) {
+        let mut st = self.state.lock().await;
+        let lanes = std::mem::take(&mut st.lanes);
+        let mut handed = 0usize;
+        for (_, lane) in lanes {
+            for m in lane.queue {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+                handed += 1;
+            }
+        }
+        self.metrics().queued.dec_by(st.held.len() as i64);
+        self.metrics().parked_accounts.dec_by(st.paused.len() as i64);
+        st.held.clear();
+        st.paused.clear();
+        if handed > 0 {
+            tracing::info!(partition = self.partition, handed, "queued commands handed back");
+        }
     }
 }

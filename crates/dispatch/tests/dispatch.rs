@@ -421,8 +421,14 @@ async fn the_same_command_twice_sends_once_and_order_per_recipient_holds() {
         h.send(text(&format!("o-{i}"), user, &format!("msg {i}"))).await;
     }
     sent(&h.outcome("o-29").await);
-    let outcomes: Vec<_> = h.outcomes().await.into_iter().filter(|(_, o)| o.command_id == "i-1").collect();
-    assert_eq!(outcomes.len(), 1, "exactly one outcome per command id: {outcomes:?}");
+    // One Sent outcome for i-1; the reuse with other content gets its own Rejected (conflict).
+    let outcomes: Vec<_> = h
+        .outcomes()
+        .await
+        .into_iter()
+        .filter(|(_, o)| o.command_id == "i-1" && matches!(o.result, Some(R::Sent(_))))
+        .collect();
+    assert_eq!(outcomes.len(), 1, "exactly one Sent outcome for the command id: {outcomes:?}");
     assert_eq!(h.graph_calls("messages").await - before, 31, "one call for i-1 and one per burst message");
     let texts: Vec<String> = h
         .conversation(user)

@@ -42,6 +42,11 @@ impl Harness {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut EmulatorConfig, &mut DispatchConfig)) -> Harness {
+        Self::start_with_proc(tune).await.0
+    }
+
+    /// Like `start_with`, and also returns the dispatch process, to stop it or read its metrics.
+    pub async fn start_with_proc(tune: impl FnOnce(&mut EmulatorConfig, &mut DispatchConfig)) -> (Harness, DispatchProc) {
         let nats = Nats::start().await.expect("nats-server (run deploy/local/setup.sh)");
         let mut bus = BusConfig::default();
         bus.nats.url = nats.url();
@@ -80,7 +85,7 @@ impl Harness {
         register(&accounts, TOKEN).await;
 
         let h = Harness { publisher: Publisher::new(nats.js.clone()), nats, emulator, accounts, bus, shutdown, tasks };
-        h.spawn_dispatch(dcfg).await;
+        let proc = h.spawn_dispatch_proc(dcfg).await;
         // Ready when ingest answers (the emulator's webhooks must not meet a 503), dispatch
         // created its streams and learns windows.
         let http = igrelay_testkit::http::client();
@@ -102,7 +107,24 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        h
+        (h, proc)
+    }
+
+    /// Starts one more dispatch process and keeps its handle: stop token, task, ops address.
+    pub async fn spawn_dispatch_proc(&self, cfg: DispatchConfig) -> DispatchProc {
+        let stop = self.shutdown.child_token();
+        let graph = igrelay_graph::GraphConfig::single_host(self.emulator.base_url.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops = listener.local_addr().unwrap();
+        let task = tokio::spawn(igrelay_dispatch::run_with_listener(
+            cfg,
+            graph,
+            accounts_config(),
+            self.bus.clone(),
+            listener,
+            stop.clone(),
+        ));
+        DispatchProc { stop, task, ops }
     }
 
     /// Starts one more dispatch process (in this process: its own NATS connection and lease).
@@ -217,6 +239,24 @@ impl Harness {
         }
         // Let dispatch processes finish their shutdown before the server goes.
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A dispatch process started by a test.
+pub struct DispatchProc {
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub ops: std::net::SocketAddr,
+}
+
+impl DispatchProc {
+    /// The value of a metric without labels from `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let http = igrelay_testkit::http::client();
+        let r = igrelay_testkit::http::get(&http, &format!("http://{}/metrics", self.ops)).await.ok()?;
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
     }
 }
 

@@ -2,6 +2,12 @@
 //! ever exceeding it. nats-server, the emulator (enforcing the limit, counting violations) and
 //! one `igrelay dispatch` child process; commands are offered above the limit for several
 //! accounts, then at half the limit to measure latency from acceptance to outcome.
+//!
+//! With `--paused-accounts N`, the first N accounts have their token revoked (in the emulator,
+//! and marked NEEDS_REAUTH as dispatch does after Meta refuses a token) and commands queued for
+//! more recipients than `--max-in-flight`; the figures are over the other accounts, which must
+//! still reach the limit. All accounts share one partition, so the paused ones compete with the
+//! others for the same in-flight slots and fetch budget.
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -40,6 +46,13 @@ pub struct DispatchBenchArgs {
     /// Seconds of load in each phase.
     #[arg(long, default_value_t = 5)]
     pub seconds: u64,
+    /// Accounts whose token is revoked (of `--accounts`), with commands queued for more
+    /// recipients than `--max-in-flight`.
+    #[arg(long, default_value_t = 0)]
+    pub paused_accounts: usize,
+    /// dispatch.max_in_flight of the dispatch process.
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
 }
 
 pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
@@ -52,7 +65,14 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
 
     let client = igrelay_bus::connect(&igrelay_bus::ConnectConfig { url: server.url(), ..Default::default() }).await?;
     let js = igrelay_bus::connect::jetstream(client, Duration::from_secs(5));
-    let topology = TopologyConfig::default();
+    anyhow::ensure!(
+        args.paused_accounts < args.accounts,
+        "--paused-accounts must leave at least one account running (got {} of {})",
+        args.paused_accounts,
+        args.accounts
+    );
+    // One partition: paused and running accounts share its slots and fetch budget.
+    let topology = TopologyConfig { command_partitions: 1, ..TopologyConfig::default() };
     let accounts_cfg =
         AccountsConfig { token_keys: vec![TokenKeyConfig { id: "bench".into(), key: Secret::new(KEY) }] };
     let store = AccountStore::open(&js, &topology, Keyring::from_config(&accounts_cfg)?).await?;
@@ -94,6 +114,8 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
         .env("IGRELAY_ACCOUNTS__TOKEN_KEYS", format!("[{{id=\"bench\",key=\"{KEY}\"}}]"))
         .env("IGRELAY_DISPATCH__LISTEN", "127.0.0.1:0")
         .env("IGRELAY_DISPATCH__LIMITS__SEND_PER_S", args.limit.to_string())
+        .env("IGRELAY_DISPATCH__MAX_IN_FLIGHT", args.max_in_flight.to_string())
+        .env("IGRELAY_TOPOLOGY__COMMAND_PARTITIONS", topology.command_partitions.to_string())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -102,11 +124,25 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
     let dispatch = ChildGuard(child);
     let publisher = Publisher::new(js.clone());
 
+    // Paused accounts: token revoked, account marked, commands queued for more recipients than
+    // the in-flight slots, before any load of the others.
+    let (paused, accounts) = accounts.split_at(args.paused_accounts);
+    for (acct, _) in paused {
+        let token = format!("IGAAbench{}", &acct[acct.len() - 4..]);
+        emulator.admin.post("/_admin/tokens", &json!({"token": token, "state": "revoked"})).await?;
+        store.set_status(acct, v1::AccountStatus::NeedsReauth, "bench: token revoked").await?;
+        for u in 0..args.max_in_flight + 16 {
+            let user = format!("56{u:010}");
+            windows.put(format!("w.{acct}.{user}"), bytes::Bytes::copy_from_slice(&now_ms().to_be_bytes())).await?;
+            publish(&publisher, acct, &user, &format!("paused-{acct}-{u}"), "parked").await?;
+        }
+    }
+
     // Phase 1: above the limit. Everything is queued at once: 1.5 × limit × seconds per account.
     let per_account = (f64::from(args.limit) * 1.5 * args.seconds as f64) as usize;
     let mut ids = Vec::new();
     for i in 0..per_account {
-        for (acct, users) in &accounts {
+        for (acct, users) in accounts {
             let user = &users[i % users.len()];
             let id = format!("max-{acct}-{i}");
             publish(&publisher, acct, user, &id, &format!("{}", i / users.len())).await?;
@@ -122,7 +158,7 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
     let mut ticker = tokio::time::interval(interval);
     for i in 0..n {
         ticker.tick().await;
-        for (acct, users) in &accounts {
+        for (acct, users) in accounts {
             let user = &users[i % users.len()];
             publish(&publisher, acct, user, &format!("half-{acct}-{i}"), &format!("h{i}")).await?;
         }
@@ -132,7 +168,7 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
 
     // Achieved rate per account: sent calls over the time they took, phase 1 only.
     let mut per_account_rates = Vec::new();
-    for (acct, _) in &accounts {
+    for (acct, _) in accounts {
         let mut times: Vec<i64> = phase1
             .iter()
             .filter(|o| o.account_id == *acct && matches!(o.result, Some(R::Sent(_))))
@@ -149,7 +185,7 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
 
     // Order and duplicates, from what the emulator received.
     let (mut order_violations, mut duplicates) = (0usize, 0usize);
-    for (acct, users) in &accounts {
+    for (acct, users) in accounts {
         for user in users {
             let conv = emulator.admin.messages(acct, user).await?;
             let list = conv["messages"].as_array().cloned().or_else(|| conv.as_array().cloned()).unwrap_or_default();
@@ -173,6 +209,7 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
     let report = json!({
         "bench": "dispatch",
         "accounts": args.accounts,
+        "paused_accounts": paused.len(),
         "limit_per_account_per_s": args.limit,
         "achieved_per_account_per_s": round(achieved),
         "ratio": (achieved / f64::from(args.limit) * 1000.0).round() / 1000.0,
