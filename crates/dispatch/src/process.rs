@@ -143,6 +143,12 @@ const DONE: u8 = b'd';
 /// The longest wait a deadline can ask for (`Instant` cannot hold far-future times).
 const MAX_WAIT: Duration = Duration::from_secs(366 * 86_400);
 
+/// Delay of a handed-back command's redelivery. Longer than a fetch's expiry, so a pull request
+/// of the stopping owner that is still open on the server cannot take the command (it would go
+/// nowhere until `ack_wait`, and come after newer commands of its recipient); commands handed
+/// back together come again together, in stream order.
+pub const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+
 /// What became of a delivered command.
 pub enum Handled {
     /// Settled: outcome published and acknowledged, or dead-lettered.
@@ -246,7 +252,7 @@ pub async fn handle(ctx: &Ctx, msg: jetstream::Message, lease: &Lease, stop: &Ca
             Handled::Done
         }
         None => {
-            let _ = msg.ack_with(AckKind::Nak(None)).await;
+            let _ = msg.ack_with(AckKind::Nak(Some(HAND_BACK_DELAY))).await;
             Handled::HandedBack
         }
     }

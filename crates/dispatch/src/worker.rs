@@ -36,6 +36,9 @@ use crate::lease::Lease;
 use crate::process::{self, Handled};
 use crate::{Ctx, metrics::Metrics};
 
+/// How long a fetch waits for messages (shorter than process::HAND_BACK_DELAY).
+const FETCH_EXPIRY: Duration = Duration::from_millis(500);
+
 /// How often the accounts of parked commands are looked up again.
 const PARK_CHECK: Duration = Duration::from_millis(500);
 
@@ -123,7 +126,7 @@ pub async fn run(ctx: Arc<Ctx>, partition: u32, lease: Lease, stop: Cancellation
     });
     let keeper = tokio::spawn(p.clone().keeper());
     while !p.stop.is_cancelled() && p.lease.valid() {
-        let batch = consumer.fetch().max_messages(256).expires(Duration::from_millis(500)).messages().await;
+        let batch = consumer.fetch().max_messages(256).expires(FETCH_EXPIRY).messages().await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -307,7 +310,7 @@ impl Partition {
         let mut handed = 0usize;
         for (_, lane) in lanes {
             for m in lane.queue {
-                let _ = m.ack_with(AckKind::Nak(None)).await;
+                let _ = m.ack_with(AckKind::Nak(Some(process::HAND_BACK_DELAY))).await;
                 handed += 1;
             }
         }
