@@ -57,11 +57,17 @@ impl Job<'_> {
     }
 
     /// The account's credentials when it is active; parks the command otherwise.
-    async fn credentials(&self, deadline: Instant, attempts: u32, last_error: &mut String) -> Result<AccountAuth, Early> {
+    async fn credentials(
+        &self,
+        deadline: Instant,
+        attempts: u32,
+        last_error: &mut String,
+    ) -> Result<AccountAuth, Early> {
         loop {
             match self.ctx.accounts.credentials(self.acct()).await {
                 Ok(Some((a, t))) if a.status == AccountStatus::Active as i32 => {
-                    let host = if a.login_type == v1::LoginType::Facebook as i32 { Host::Facebook } else { Host::Instagram };
+                    let host =
+                        if a.login_type == v1::LoginType::Facebook as i32 { Host::Facebook } else { Host::Instagram };
                     return Ok(AccountAuth { host, token: igrelay_graph::AccessToken::new(t.expose()) });
                 }
                 Ok(Some(_)) if Instant::now() < deadline => return Err(Early::Park),
@@ -101,11 +107,7 @@ impl Job<'_> {
         }
     }
 
-    async fn call_once(
-        &self,
-        call: &Call,
-        auth: &AccountAuth,
-    ) -> Result<(igrelay_graph::Usage, v1::Sent), GraphError> {
+    async fn call_once(&self, call: &Call, auth: &AccountAuth) -> Result<(igrelay_graph::Usage, v1::Sent), GraphError> {
         let (ctx, acct) = (self.ctx, self.acct());
         match call {
             Call::Send(plan) => ctx.graph.send_message(auth, acct, &plan.request).await.map(|r| {

@@ -41,7 +41,9 @@ pub(crate) enum Command {
 impl Command {
     fn decode(kind: &str, payload: &[u8]) -> Result<Self, String> {
         match kind {
-            "send" => SendCommand::decode(payload).map(Self::Send).map_err(|e| format!("payload is not a send command: {e}")),
+            "send" => {
+                SendCommand::decode(payload).map(Self::Send).map_err(|e| format!("payload is not a send command: {e}"))
+            }
             "upload" => UploadAttachmentCommand::decode(payload)
                 .map(Self::Upload)
                 .map_err(|e| format!("payload is not an upload command: {e}")),
@@ -157,16 +159,16 @@ pub enum Handled {
     HandedBack,
     /// The account cannot call Meta now (needs re-authorisation, paused): the message is returned
     /// unsettled, to be parked until the account is active again.
-    Parked(jetstream::Message),
+    Parked(Box<jetstream::Message>),
 }
 
 /// Why processing stopped before a fresh outcome.
 pub(crate) enum Early {
     /// Finished: publish and record this outcome.
-    Outcome(CommandOutcome),
+    Outcome(Box<CommandOutcome>),
     /// A finished or in-flight command id was reused for different content: publish this
     /// Rejected outcome, keep the existing record.
-    Conflict(CommandOutcome),
+    Conflict(Box<CommandOutcome>),
     /// Lease lost or shutting down: hand the command back.
     HandBack,
     /// The account is not active: park the command.
@@ -199,7 +201,7 @@ impl Job<'_> {
     }
 
     pub fn done(&self, attempts: u32, result: OutcomeResult) -> Early {
-        Early::Outcome(self.outcome(attempts, result))
+        Early::Outcome(Box::new(self.outcome(attempts, result)))
     }
 
     fn rejected(&self, r: v1::Rejected) -> Early {
@@ -241,10 +243,11 @@ pub async fn handle(ctx: &Ctx, msg: jetstream::Message, lease: &Lease, stop: &Ca
     let published_ms = msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
     let job = Job { ctx, msg: &msg, account: &account, id: cmd.id(), lease, stop };
     let result = match job.process(&cmd, published_ms).await {
-        Ok(o) | Err(Early::Outcome(o)) => Some((o, true)),
-        Err(Early::Conflict(o)) => Some((o, false)),
+        Ok(o) => Some((o, true)),
+        Err(Early::Outcome(o)) => Some((*o, true)),
+        Err(Early::Conflict(o)) => Some((*o, false)),
         Err(Early::HandBack) => None,
-        Err(Early::Park) => return Handled::Parked(msg),
+        Err(Early::Park) => return Handled::Parked(Box::new(msg)),
     };
     match result {
         Some((outcome, record)) => {
@@ -357,7 +360,7 @@ async fn finish(
 
 /// What a validated command calls.
 pub(crate) enum Call {
-    Send(validate::Plan),
+    Send(Box<validate::Plan>),
     Upload(igrelay_graph::messaging::AttachmentKind, String),
 }
 
@@ -434,12 +437,12 @@ impl Job<'_> {
                 self.acct()
             );
             let r = reject(RejectReason::DuplicateIdConflict, "command_id", detail);
-            return Err(Early::Conflict(self.outcome(0, OutcomeResult::Rejected(r))));
+            return Err(Early::Conflict(Box::new(self.outcome(0, OutcomeResult::Rejected(r)))));
         }
         match previous.map(CommandOutcome::decode) {
             Some(Ok(previous)) => {
                 self.ctx.metrics.outcome("duplicate");
-                Err(Early::Outcome(previous))
+                Err(Early::Outcome(Box::new(previous)))
             }
             // In flight: a previous owner died with the call out; its result is unknown.
             None if v[0] == IN_FLIGHT => Ok(1),
@@ -450,7 +453,7 @@ impl Job<'_> {
     /// Validates the command and plans its call.
     fn plan(&self, cmd: &Command) -> Result<Call, Early> {
         match cmd {
-            Command::Send(c) => validate::plan(c).map(Call::Send).map_err(|r| self.rejected(r)),
+            Command::Send(c) => validate::plan(c).map(|p| Call::Send(Box::new(p))).map_err(|r| self.rejected(r)),
             Command::Upload(u) => {
                 if !(u.url.starts_with("https://") || u.url.starts_with("http://")) {
                     return Err(self.rejected(reject(RejectReason::Invalid, "url", "must be an http(s) URL")));
@@ -523,7 +526,11 @@ impl Job<'_> {
         match windows.replied(self.acct(), comment).await {
             Ok(true) => {
                 let detail = "a private reply was already sent for this comment (Meta allows one)";
-                return Err(self.rejected(reject(RejectReason::PrivateReplyNotAllowed, "recipient.comment_id", detail)));
+                return Err(self.rejected(reject(
+                    RejectReason::PrivateReplyNotAllowed,
+                    "recipient.comment_id",
+                    detail,
+                )));
             }
             Ok(false) => {}
             Err(_) => return Err(Early::HandBack),
@@ -533,7 +540,11 @@ impl Job<'_> {
             let window = self.ctx.cfg.private_reply_window;
             if now_ms.saturating_sub(at) > i64::try_from(window.as_millis()).unwrap_or(i64::MAX) {
                 let detail = format!("the comment is older than {} days", window.as_secs() / 86_400);
-                return Err(self.rejected(reject(RejectReason::PrivateReplyNotAllowed, "recipient.comment_id", detail)));
+                return Err(self.rejected(reject(
+                    RejectReason::PrivateReplyNotAllowed,
+                    "recipient.comment_id",
+                    detail,
+                )));
             }
             if live {
                 class = Class::LivePrivateReply;

@@ -233,10 +233,14 @@ impl Partition {
                 Handled::Parked(msg) => {
                     if st.paused.insert(account.clone()) {
                         self.metrics().parked_accounts.inc();
-                        tracing::info!(partition = self.partition, account, "account not active; its commands are parked");
+                        tracing::info!(
+                            partition = self.partition,
+                            account,
+                            "account not active; its commands are parked"
+                        );
                     }
                     if let Some(lane) = st.lanes.get_mut(&key) {
-                        lane.queue.push_front(msg);
+                        lane.queue.push_front(*msg);
                         (lane.running, lane.parked) = (false, true);
                     }
                     return;

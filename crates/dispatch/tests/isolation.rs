@@ -32,15 +32,13 @@ fn partition_of(account: &str) -> u32 {
 /// A second account stored in the same partition as ACCOUNT, so both share its consumer, its
 /// in-flight slots and its fetch budget.
 fn neighbour() -> String {
-    (2..)
-        .map(|i| format!("178414000000{i:05}"))
-        .find(|c| partition_of(c) == partition_of(ACCOUNT))
-        .unwrap()
+    (2..).map(|i| format!("178414000000{i:05}")).find(|c| partition_of(c) == partition_of(ACCOUNT)).unwrap()
 }
 
 async fn add_account(h: &Harness, id: &str, token: &str) {
     h.emulator.admin.post("/_admin/accounts", &json!({"ig_id": id, "token": token})).await.unwrap();
-    let account = v1::Account { account_id: id.into(), login_type: v1::LoginType::Instagram as i32, ..Default::default() };
+    let account =
+        v1::Account { account_id: id.into(), login_type: v1::LoginType::Instagram as i32, ..Default::default() };
     h.accounts.put(account, token).await.unwrap();
 }
 
@@ -88,7 +86,11 @@ async fn outcomes_of(h: &Harness, command_id: &str) -> Vec<(String, CommandOutco
 }
 
 /// Waits (bounded) until `pred` holds for the outcomes of `command_id`.
-async fn wait_outcomes(h: &Harness, command_id: &str, pred: impl Fn(&[(String, CommandOutcome)]) -> bool) -> Vec<(String, CommandOutcome)> {
+async fn wait_outcomes(
+    h: &Harness,
+    command_id: &str,
+    pred: impl Fn(&[(String, CommandOutcome)]) -> bool,
+) -> Vec<(String, CommandOutcome)> {
     let mut last = Vec::new();
     for _ in 0..400 {
         last = outcomes_of(h, command_id).await;
@@ -323,10 +325,26 @@ async fn far_past_and_future_times_never_break_dispatch() {
     open_window(&h, ACCOUNT, user).await;
     let at = |seconds: i64| Some(prost_types::Timestamp { seconds, nanos: 0 });
     let cases = [
-        ("t-deadline-max", SendCommand { deadline: at(i64::MAX), ..text(ACCOUNT, "t-deadline-max", user, "dmax") }, true),
-        ("t-deadline-min", SendCommand { deadline: at(i64::MIN), ..text(ACCOUNT, "t-deadline-min", user, "dmin") }, false),
-        ("t-accepted-max", SendCommand { accepted_time: at(i64::MAX), ..text(ACCOUNT, "t-accepted-max", user, "amax") }, true),
-        ("t-accepted-min", SendCommand { accepted_time: at(i64::MIN), ..text(ACCOUNT, "t-accepted-min", user, "amin") }, false),
+        (
+            "t-deadline-max",
+            SendCommand { deadline: at(i64::MAX), ..text(ACCOUNT, "t-deadline-max", user, "dmax") },
+            true,
+        ),
+        (
+            "t-deadline-min",
+            SendCommand { deadline: at(i64::MIN), ..text(ACCOUNT, "t-deadline-min", user, "dmin") },
+            false,
+        ),
+        (
+            "t-accepted-max",
+            SendCommand { accepted_time: at(i64::MAX), ..text(ACCOUNT, "t-accepted-max", user, "amax") },
+            true,
+        ),
+        (
+            "t-accepted-min",
+            SendCommand { accepted_time: at(i64::MIN), ..text(ACCOUNT, "t-accepted-min", user, "amin") },
+            false,
+        ),
     ];
     for (id, c, _) in &cases {
         publish(&h, "send", ACCOUNT, id, c).await;

@@ -46,7 +46,9 @@ impl Harness {
     }
 
     /// Like `start_with`, and also returns the dispatch process, to stop it or read its metrics.
-    pub async fn start_with_proc(tune: impl FnOnce(&mut EmulatorConfig, &mut DispatchConfig)) -> (Harness, DispatchProc) {
+    pub async fn start_with_proc(
+        tune: impl FnOnce(&mut EmulatorConfig, &mut DispatchConfig),
+    ) -> (Harness, DispatchProc) {
         let nats = Nats::start().await.expect("nats-server (run deploy/local/setup.sh)");
         let mut bus = BusConfig::default();
         bus.nats.url = nats.url();
@@ -254,9 +256,9 @@ impl DispatchProc {
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let http = igrelay_testkit::http::client();
         let r = igrelay_testkit::http::get(&http, &format!("http://{}/metrics", self.ops)).await.ok()?;
-        String::from_utf8_lossy(&r.body)
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        String::from_utf8_lossy(&r.body).lines().find_map(|l| {
+            l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+        })
     }
 }
 
