@@ -578,3 +578,47 @@ async fn last_user_message(ctx: &Ctx, account: &str, user: &str) -> Option<i64> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn uploads_have_a_lane_per_account_and_the_subject_names_it() {
+        let upload = UploadAttachmentCommand { account_id: "1".into(), ..Default::default() }.encode_to_vec();
+        assert_eq!(lane_of("ig.v1.cmd.upload.0.1", &upload), "1/_upload");
+        assert_eq!(lane_of("ig.v1.cmd.upload.0.2", &upload), "2/_upload", "the subject's account, not the payload's");
+        let send = SendCommand {
+            account_id: "1".into(),
+            recipient: Some(v1::Recipient { target: Some(v1::recipient::Target::Igsid("55".into())) }),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(lane_of("ig.v1.cmd.send.0.1", &send), "1/55");
+        assert_eq!(account_of("ig.v1.cmd.send.3.17841400000000001"), "17841400000000001");
+    }
+
+    #[test]
+    fn extreme_caller_times_saturate() {
+        let cfg = crate::DispatchConfig::default();
+        let now = now_ms();
+        let send =
+            |deadline, accepted_time| Command::Send(SendCommand { deadline, accepted_time, ..Default::default() });
+        assert_eq!(deadline_ms(&cfg, &send(at(i64::MAX), None), None, now), i64::MAX);
+        assert_eq!(deadline_ms(&cfg, &send(at(i64::MIN), None), None, now), i64::MIN);
+        assert_eq!(deadline_ms(&cfg, &send(None, at(i64::MAX)), None, now), i64::MAX);
+        assert!(deadline_ms(&cfg, &send(None, at(i64::MIN)), None, now) < now);
+        assert!(deadline_ms(&cfg, &send(None, None), Some(i64::MAX), now) == i64::MAX);
+        // Waits: far futures capped, far pasts are now.
+        let start = Instant::now();
+        assert!(instant_at(i64::MAX, now) <= Instant::now() + MAX_WAIT);
+        assert!(instant_at(i64::MAX, i64::MIN) > start);
+        assert!(instant_at(i64::MIN, i64::MAX) <= Instant::now());
+    }
+}
