@@ -99,6 +99,8 @@ impl StreamDef {
         }
     }
 
+    /// The wildcard covering the stream's subjects (for filters and look-ups). The commands
+    /// stream itself stores a narrower list: [`subjects::command_stream_subjects`].
     pub fn subjects(self) -> &'static str {
         match self {
             Self::Events => subjects::EVENTS_ALL,
