@@ -504,7 +504,7 @@ impl Job<'_> {
     async fn user_window(&self, plan: &validate::Plan, user: &str, now_ms: i64) -> Result<(), Early> {
         let window = if plan.human_agent { self.ctx.cfg.human_agent_window } else { self.ctx.cfg.window };
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        let detail = match last_user_message(self.ctx, self.acct(), user).await {
+        let detail = match self.last_user_message(user).await? {
             Some(last) if now_ms.saturating_sub(last) <= window_ms => return Ok(()),
             Some(last) => format!(
                 "the user last wrote {} h ago; the window is {} h{}",
@@ -564,18 +564,24 @@ impl Job<'_> {
     }
 }
 
-async fn last_user_message(ctx: &Ctx, account: &str, user: &str) -> Option<i64> {
-    // The events consumer may trail a reply sent right after the user's message: look again
-    // for a little while before deciding there is no window.
-    let give_up = Instant::now() + ctx.cfg.window_grace;
-    loop {
-        if let Ok(Some(t)) = ctx.windows.last_user_message(account, user).await {
-            return Some(t);
+impl Job<'_> {
+    async fn last_user_message(&self, user: &str) -> Result<Option<i64>, Early> {
+        // The events consumer may trail a reply sent right after the user's message: look again
+        // for a little while before deciding there is no window.
+        let give_up = Instant::now() + self.ctx.cfg.window_grace;
+        loop {
+            if let Ok(Some(t)) = self.ctx.windows.last_user_message(self.acct(), user).await {
+                return Ok(Some(t));
+            }
+            if Instant::now() >= give_up {
+                return Ok(None);
+            }
+            self.still_owned()?;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.stop.cancelled() => return Err(Early::HandBack),
+            }
         }
-        if Instant::now() >= give_up {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
