@@ -152,6 +152,10 @@ async fn every_command_type_is_delivered() {
         assert!(matches!(o.result, Some(R::Sent(_))), "{}: {o:?}", c.command_id);
         assert_eq!(o.attempts, 1);
     }
+    // One outcome each on the wire, where JetStream's dedup cannot hide a second one.
+    for c in &commands {
+        h.assert_published_once(&c.command_id).await;
+    }
     assert!(!sent(&h.outcome("c-text-qr").await).message_id.is_empty());
 
     // An uploaded attachment, then sent by id.
@@ -422,8 +426,14 @@ async fn the_same_command_twice_sends_once_and_order_per_recipient_holds() {
     }
     sent(&h.outcome("o-29").await);
     let outcomes: Vec<_> = h.outcomes().await.into_iter().filter(|(_, o)| o.command_id == "i-1").collect();
-    assert_eq!(outcomes.len(), 1, "exactly one outcome per command id: {outcomes:?}");
+    assert_eq!(outcomes.len(), 1, "exactly one outcome per command id in the stream: {outcomes:?}");
+    // On the wire: each delivery of i-1 republished the one recorded outcome, never a new one.
+    assert_eq!(h.assert_one_outcome("i-1").await, 3, "the original and two republications of the same outcome");
+    for i in 0..30 {
+        h.assert_published_once(&format!("o-{i}")).await;
+    }
     assert_eq!(h.graph_calls("messages").await - before, 31, "one call for i-1 and one per burst message");
+    assert_eq!(h.copies(user, "only once").await, 1, "Meta received i-1 once");
     let texts: Vec<String> = h
         .conversation(user)
         .await
