@@ -1,5 +1,6 @@
 //! The emulator's world: accounts and tokens, users, conversations, media, containers, limits,
-//! counters. Plain data behind one mutex; every rule of Meta's lives in `graph/` (one file per API family) and `admin.rs`.
+//! counters. Plain data behind one mutex; every rule of Meta's lives in `graph/` (one file per
+//! API family) and `admin.rs`.
 
 use crate::config::{AccountSeed, EmulatorConfig};
 use crate::meta::{MetaError, format_time};

@@ -1,5 +1,6 @@
 //! The Graph API surface: routing of `/{version}/{node}[/{edge}]`, token and ownership checks,
-//! and every endpoint with Meta's rules and error codes.
+//! and every endpoint with Meta's rules and error codes. This module routes and dispatches;
+//! the endpoints live in one file per API family, mirroring `crates/graph/src/`.
 
 use crate::meta::MetaError;
 use crate::state::{
