@@ -278,3 +278,83 @@ async fn a_dispatch_start_up_error_is_reported_at_once() {
     assert!(format!("{err:#}").contains("dispatch.ack_wait"), "the start-up error itself: {err:#}");
     h.stop().await;
 }
+
+/// Member ids (`m.<id>` keys) of the dispatch processes alive in the lease bucket.
+async fn members(kv: &async_nats::jetstream::kv::Store) -> Vec<String> {
+    use futures::StreamExt as _;
+    let mut out = Vec::new();
+    if let Ok(mut keys) = kv.keys().await {
+        while let Some(Ok(k)) = keys.next().await {
+            if let Some(m) = k.strip_prefix("m.") {
+                out.push(m.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// A process leaving gracefully hands its partitions over: the command in hand finishes, the
+/// queued ones go back to the stream and are served by the next owner in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "dispatch bug: a graceful handover sends one handed-back command after the later commands of its lane (see docs/testing.md)"]
+async fn order_holds_across_a_graceful_handover() {
+    let h = Harness::start().await;
+    let user = "5500000000000420";
+    h.user_writes(user, "hi").await;
+    h.wait_window(user).await;
+    let kv = h.nats.js.get_key_value("igrelay_dispatch").await.unwrap();
+    let first = members(&kv).await;
+    let second_stop =
+        h.spawn_dispatch(DispatchConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() }).await;
+    // Wait until the second process holds partitions of its own.
+    let mut second = String::new();
+    for _ in 0..400 {
+        if let Some(m) = members(&kv).await.into_iter().find(|m| !first.contains(m)) {
+            second = m;
+            let mut holds = false;
+            for p in 0..4 {
+                holds |= kv.get(format!("p.{p}")).await.ok().flatten().is_some_and(|v| v == second.as_bytes());
+            }
+            if holds {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(!second.is_empty(), "the second dispatch process joined");
+
+    // Calls in flight all the time: Meta holds each answer 200 ms.
+    h.fault(json!({"endpoint": "messages", "answer_delay_ms": 200})).await;
+    const N: usize = 30;
+    for i in 0..N {
+        h.send(text(&format!("ho-{i}"), user, &format!("h{i}"))).await;
+    }
+    h.outcome("ho-4").await;
+    // The owner of the account's partition leaves.
+    let stream = h.nats.js.get_stream("IGRELAY_COMMANDS").await.unwrap();
+    let mut owner = None;
+    for p in 0..4 {
+        if stream.get_last_raw_message_by_subject(&format!("ig.v1.cmd.send.{p}.{ACCOUNT}")).await.is_ok() {
+            owner = kv.get(format!("p.{p}")).await.ok().flatten();
+        }
+    }
+    let owner = owner.expect("the account's partition is held while commands wait");
+    if owner == second.as_bytes() {
+        second_stop.cancel()
+    } else {
+        h.first_dispatch.cancel()
+    }
+    for i in 0..N {
+        sent(&h.outcome(&format!("ho-{i}")).await);
+    }
+    let texts: Vec<String> = h
+        .conversation(user)
+        .await
+        .into_iter()
+        .filter(|m| m["inbound"] == false)
+        .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..N).map(|i| format!("h{i}")).collect();
+    assert_eq!(texts, expected, "order as accepted across the handover, each message once");
+    h.stop().await;
+}

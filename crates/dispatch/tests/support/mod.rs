@@ -39,6 +39,8 @@ pub struct Harness {
     publisher: Publisher,
     /// Every outcome published, duplicates included (JetStream's dedup would hide them).
     pub wire: igrelay_testkit::wire::WireTap,
+    /// Stops the dispatch process the harness started (a graceful leave).
+    pub first_dispatch: CancellationToken,
 }
 
 impl Harness {
@@ -95,8 +97,10 @@ impl Harness {
             tasks,
             dispatchers: std::sync::Mutex::default(),
             wire,
+            first_dispatch: CancellationToken::new(),
         };
-        h.spawn_dispatch(dcfg).await;
+        let mut h = h;
+        h.first_dispatch = h.spawn_dispatch(dcfg).await;
         // Ready when ingest answers (the emulator's webhooks must not meet a 503), dispatch
         // created its streams and learns windows.
         let http = igrelay_testkit::http::client();
@@ -160,14 +164,15 @@ impl Harness {
         Err(anyhow::anyhow!("dispatch not ready within 15 s ({ready_url})"))
     }
 
-    /// Fails the test with its error if a dispatch process stopped (it runs until the test ends).
+    /// Fails the test with its error if a dispatch process stopped with an error.
     pub fn check_dispatchers(&self) {
         let mut list = self.dispatchers.lock().unwrap();
         if let Some(i) = list.iter().position(|t| t.is_finished()) {
             let task = list.swap_remove(i);
             drop(list);
             let result = futures::FutureExt::now_or_never(task);
-            if !self.shutdown.is_cancelled() {
+            // Ok(()) is a process the test stopped itself; anything else is a failure.
+            if !matches!(result, Some(Ok(Ok(())))) {
                 panic!("a dispatch process stopped: {result:?}");
             }
         }
