@@ -152,6 +152,10 @@ async fn every_command_type_is_delivered() {
         assert!(matches!(o.result, Some(R::Sent(_))), "{}: {o:?}", c.command_id);
         assert_eq!(o.attempts, 1);
     }
+    // One outcome each on the wire, where JetStream's dedup cannot hide a second one.
+    for c in &commands {
+        h.assert_published_once(&c.command_id).await;
+    }
     assert!(!sent(&h.outcome("c-text-qr").await).message_id.is_empty());
 
     // An uploaded attachment, then sent by id.
@@ -421,15 +425,31 @@ async fn the_same_command_twice_sends_once_and_order_per_recipient_holds() {
         h.send(text(&format!("o-{i}"), user, &format!("msg {i}"))).await;
     }
     sent(&h.outcome("o-29").await);
-    // One Sent outcome for i-1; the reuse with other content gets its own Rejected (conflict).
-    let outcomes: Vec<_> = h
-        .outcomes()
-        .await
-        .into_iter()
-        .filter(|(_, o)| o.command_id == "i-1" && matches!(o.result, Some(R::Sent(_))))
-        .collect();
-    assert_eq!(outcomes.len(), 1, "exactly one Sent outcome for the command id: {outcomes:?}");
+    // In the stream: one Sent outcome for i-1; the reuse with other content gets its own
+    // Rejected outcome (a conflict), never the old outcome for new content.
+    let outcomes: Vec<_> = h.outcomes().await.into_iter().filter(|(_, o)| o.command_id == "i-1").collect();
+    let sent_n = outcomes.iter().filter(|(_, o)| matches!(o.result, Some(R::Sent(_)))).count();
+    assert_eq!(sent_n, 1, "exactly one Sent outcome for the command id: {outcomes:?}");
+    let conflicts = outcomes
+        .iter()
+        .filter(|(_, o)| {
+            matches!(&o.result, Some(R::Rejected(r)) if r.reason == v1::RejectReason::DuplicateIdConflict as i32)
+        })
+        .count();
+    assert_eq!(conflicts, 1, "one conflict for the reused id with new content: {outcomes:?}");
+    // On the wire: the redelivery of the same content republished the one recorded outcome
+    // (byte-identical), never a new one; the conflict is the only other publish.
+    let wire: Vec<v1::CommandOutcome> =
+        h.wire_outcomes("i-1").await.into_iter().map(|p| prost::Message::decode(p).unwrap()).collect();
+    let sent_copies: Vec<_> = wire.iter().filter(|o| matches!(o.result, Some(R::Sent(_)))).collect();
+    assert_eq!(sent_copies.len(), 2, "the original and one republication: {wire:?}");
+    assert_eq!(sent_copies[0], sent_copies[1], "a republication is the same outcome");
+    assert_eq!(wire.len(), 3, "two Sent publishes and one conflict: {wire:?}");
+    for i in 0..30 {
+        h.assert_published_once(&format!("o-{i}")).await;
+    }
     assert_eq!(h.graph_calls("messages").await - before, 31, "one call for i-1 and one per burst message");
+    assert_eq!(h.copies(user, "only once").await, 1, "Meta received i-1 once");
     let texts: Vec<String> = h
         .conversation(user)
         .await

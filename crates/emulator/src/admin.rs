@@ -22,6 +22,8 @@ pub enum AdminError {
     Conflict(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl IntoResponse for AdminError {
@@ -30,6 +32,7 @@ impl IntoResponse for AdminError {
             AdminError::NotFound(_) => StatusCode::NOT_FOUND,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
         };
         (status, axum::Json(json!({"error": self.to_string()}))).into_response()
     }
@@ -84,6 +87,40 @@ pub fn routes() -> Router<App> {
         .route("/_admin/calls", get(calls))
         .route("/_admin/webhooks/events", get(events))
         .route("/_admin/webhooks/deliveries", get(deliveries))
+        .layer(axum::middleware::from_fn(refuse_cross_site))
+}
+
+/// The admin API has no authentication (development only, on loopback), so a web page the
+/// developer opens must not be able to drive it: browsers say where a request comes from, tools
+/// like curl say nothing.
+async fn refuse_cross_site(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match cross_site(req.headers()) {
+        Some(why) if req.uri().path().starts_with("/_admin") => AdminError::Forbidden(why).into_response(),
+        _ => next.run(req).await,
+    }
+}
+
+/// Why a request comes from another site, if it does: `Sec-Fetch-Site: cross-site`, or an
+/// `Origin` that is not the emulator's own (`http://` + the `Host` it was called as, a loopback
+/// name or an IP address, so a DNS-rebinding name does not count as own).
+pub fn cross_site(headers: &http::HeaderMap) -> Option<String> {
+    let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if fetch_site.is_some_and(|v| v.eq_ignore_ascii_case(b"cross-site")) {
+        return Some("the admin API refuses cross-site browser requests (Sec-Fetch-Site: cross-site)".into());
+    }
+    let origin = headers.get(http::header::ORIGIN)?;
+    let origin = String::from_utf8_lossy(origin.as_bytes());
+    let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let own = is_local_host(host) && origin.eq_ignore_ascii_case(&format!("http://{host}"));
+    (!own).then(|| format!("the admin API refuses requests from origin {origin} (only http://{host} is its own)"))
+}
+
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 #[derive(Deserialize, Default)]
@@ -297,7 +334,14 @@ async fn list_faults(AxState(app): AxState<App>) -> AdminResult {
 }
 
 async fn add_fault(AxState(app): AxState<App>, JsonBody(v): JsonBody) -> AdminResult {
+    let kind_given = v.get("kind").is_some();
     let f: Fault = body(v)?;
+    // A fault of an explicit kind that can never fire is a mistake, not a delay-only fault.
+    if kind_given && f.times.is_none() && f.error_rate.is_none() {
+        return Err(AdminError::BadRequest(
+            "a fault with a kind needs times or error_rate (which calls it hits)".into(),
+        ));
+    }
     let mut st = app.lock();
     let id = st.add_fault(f);
     Ok(axum::Json(json!({"id": id})))

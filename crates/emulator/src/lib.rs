@@ -24,7 +24,7 @@ pub use config::{AccountSeed, ChangesStyle, EmulatorConfig, RateLimits, WebhookC
 pub use graph::WEBHOOK_FIELDS;
 pub use meta::{MetaError, format_time};
 pub use server::App;
-pub use state::{Fault, FaultKind, LimitClass, State, TokenKind, TokenState};
+pub use state::{Fault, FaultKind, FaultPick, LimitClass, State, TokenKind, TokenState};
 
 use anyhow::Context;
 use serde_json::Value;

@@ -3,7 +3,7 @@
 
 use crate::graph::{GraphRequest, Params, class_of};
 use crate::meta::MetaError;
-use crate::state::{FaultKind, LimitClass, State};
+use crate::state::{Fault, FaultKind, FaultPick, LimitClass, State};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State as AxState;
@@ -131,10 +131,10 @@ async fn graph_handler(
     };
 
     // Faults are decided first (and latency added) without holding the lock while sleeping.
-    let (fault, latency) = {
+    let pick = {
         let mut st = app.lock();
         if st.faults.is_empty() {
-            (None, 0)
+            FaultPick::default()
         } else {
             match st.route(&req) {
                 Ok(r) => st.pick_fault(r.endpoint, r.account.as_deref()),
@@ -142,44 +142,59 @@ async fn graph_handler(
             }
         }
     };
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+    if pick.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(pick.latency_ms)).await;
     }
-    if let Some(f) = fault {
-        let mut st = app.lock();
-        let routed = st.route(&req).ok();
-        let endpoint = routed.as_ref().map(|r| r.endpoint).unwrap_or("unknown");
-        let account = routed.as_ref().and_then(|r| r.account.clone());
-        st.record_call(endpoint, account.as_deref(), true, false);
-        match f.kind {
-            FaultKind::Error => {
-                let err = f.error.clone().unwrap_or_else(|| {
-                    MetaError::new(2, None, "An unexpected error has occurred. Please retry your request later.")
-                });
-                return error_answer(&mut st, &err, account.as_deref()).into_response();
-            }
-            FaultKind::Http5xx => {
-                let status = StatusCode::from_u16(f.status.unwrap_or(503)).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                return (
-                    status,
-                    [(http::header::CONTENT_TYPE, "text/html")],
-                    "<html><body>Service Unavailable</body></html>",
-                )
-                    .into_response();
-            }
-            FaultKind::Drop => {
-                drop(st);
-                // An erroring body makes hyper abort the connection mid-answer.
-                let stream = futures::stream::once(async {
-                    Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by fault injection"))
-                });
-                return Response::new(Body::from_stream(stream));
-            }
-        }
+    let lose_answer = pick.fired.as_ref().is_some_and(|f| f.kind == FaultKind::DropAnswer);
+    if let Some(f) = pick.fired.filter(|f| f.kind != FaultKind::DropAnswer) {
+        return fault_answer(&app, &req, &f);
     }
+    let answer = carry_out(&app, &req);
+    // The call is done (stored, echoed, counted); only its answer is late or lost.
+    if pick.answer_delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(pick.answer_delay_ms)).await;
+    }
+    if lose_answer {
+        return dropped_connection();
+    }
+    answer
+}
 
+/// A fault that fires instead of the call: nothing is carried out.
+fn fault_answer(app: &App, req: &GraphRequest, f: &Fault) -> Response {
     let mut st = app.lock();
-    let routed = match st.route(&req) {
+    let routed = st.route(req).ok();
+    let endpoint = routed.as_ref().map(|r| r.endpoint).unwrap_or("unknown");
+    let account = routed.as_ref().and_then(|r| r.account.clone());
+    st.record_call(endpoint, account.as_deref(), true, false);
+    match f.kind {
+        FaultKind::Error => {
+            let err = f.error.clone().unwrap_or_else(|| {
+                MetaError::new(2, None, "An unexpected error has occurred. Please retry your request later.")
+            });
+            error_answer(&mut st, &err, account.as_deref()).into_response()
+        }
+        FaultKind::Http5xx => {
+            let status = StatusCode::from_u16(f.status.unwrap_or(503)).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            (status, [(http::header::CONTENT_TYPE, "text/html")], "<html><body>Service Unavailable</body></html>")
+                .into_response()
+        }
+        FaultKind::Drop | FaultKind::DropAnswer => dropped_connection(),
+    }
+}
+
+/// An answer whose body fails: hyper aborts the connection, so the client gets no usable answer.
+fn dropped_connection() -> Response {
+    let stream = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by fault injection"))
+    });
+    Response::new(Body::from_stream(stream))
+}
+
+/// Routes, rate-limits and executes the call, and records it.
+fn carry_out(app: &App, req: &GraphRequest) -> Response {
+    let mut st = app.lock();
+    let routed = match st.route(req) {
         Ok(r) => r,
         Err(e) => {
             st.record_call(e.endpoint, e.account.as_deref(), true, false);
@@ -197,7 +212,7 @@ async fn graph_handler(
             return error_answer(&mut st, &err, Some(a)).into_response();
         }
     }
-    let result = st.execute(&req, &routed);
+    let result = st.execute(req, &routed);
     st.record_call(routed.endpoint, account.as_deref(), result.is_err(), false);
     match result {
         Ok(body) => {

@@ -1,5 +1,6 @@
 //! The emulator's world: accounts and tokens, users, conversations, media, containers, limits,
-//! counters. Plain data behind one mutex; every rule of Meta's lives in `graph.rs` and `admin.rs`.
+//! counters. Plain data behind one mutex; every rule of Meta's lives in `graph/` (one file per
+//! API family) and `admin.rs`.
 
 use crate::config::{AccountSeed, EmulatorConfig};
 use crate::meta::{MetaError, format_time};
@@ -233,8 +234,12 @@ pub enum FaultKind {
     Error,
     /// HTTP 500/502/503 with an HTML body, as a load balancer would answer.
     Http5xx,
-    /// The connection is closed without an answer.
+    /// The connection is closed without an answer, before the call is carried out.
     Drop,
+    /// The call is carried out (message stored, echo sent, quota used), then the connection is
+    /// closed without an answer: "Meta did it but the answer was lost". With `answer_delay_ms`
+    /// the connection is closed that long after the call.
+    DropAnswer,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
@@ -254,8 +259,23 @@ pub struct Fault {
     pub error_rate: Option<f64>,
     /// Fail exactly the next N matching calls, then the fault is spent.
     pub times: Option<u32>,
-    /// Added latency for each matching call, failing or not.
+    /// Added latency for each matching call, failing or not, before the call is handled.
     pub latency_ms: Option<u64>,
+    /// Delay of the answer of each matching call after the call was carried out (kind
+    /// `drop_answer`: delay before the connection is closed). The call counts as made the moment
+    /// it is carried out, so a client that gives up meanwhile has still sent it.
+    pub answer_delay_ms: Option<u64>,
+}
+
+/// What the faults decide for one call.
+#[derive(Debug, Default)]
+pub struct FaultPick {
+    /// The fault that fires (at most one).
+    pub fired: Option<Fault>,
+    /// Delay before the call is handled (largest of the matching faults).
+    pub latency_ms: u64,
+    /// Delay of the answer after the call was carried out (largest of the matching faults).
+    pub answer_delay_ms: u64,
 }
 
 pub struct State {
@@ -566,10 +586,9 @@ impl State {
         self.fault_seq
     }
 
-    /// Which fault, if any, fires for this call; also returns the latency to add.
-    pub fn pick_fault(&mut self, endpoint: &str, account: Option<&str>) -> (Option<Fault>, u64) {
-        let mut latency = 0;
-        let mut fired = None;
+    /// Which fault, if any, fires for this call, and the delays to add before and after it.
+    pub fn pick_fault(&mut self, endpoint: &str, account: Option<&str>) -> FaultPick {
+        let mut pick = FaultPick::default();
         for i in 0..self.faults.len() {
             let f = &self.faults[i];
             let matches = f.endpoint.as_deref().is_none_or(|e| e == endpoint)
@@ -577,14 +596,15 @@ impl State {
             if !matches {
                 continue;
             }
-            latency = latency.max(f.latency_ms.unwrap_or(0));
-            if fired.is_some() {
+            pick.latency_ms = pick.latency_ms.max(f.latency_ms.unwrap_or(0));
+            pick.answer_delay_ms = pick.answer_delay_ms.max(f.answer_delay_ms.unwrap_or(0));
+            if pick.fired.is_some() {
                 continue;
             }
             let fires = match (f.times, f.error_rate) {
                 (Some(n), _) => n > 0,
                 (None, Some(rate)) => self.random() < rate,
-                // Latency-only faults have neither.
+                // Delay-only faults have neither.
                 (None, None) => false,
             };
             if fires {
@@ -592,11 +612,11 @@ impl State {
                 if let Some(n) = f.times.as_mut() {
                     *n -= 1;
                 }
-                fired = Some(f.clone());
+                pick.fired = Some(f.clone());
             }
         }
         self.faults.retain(|f| f.times != Some(0));
-        (fired, latency)
+        pick
     }
 
     pub fn record_call(&mut self, endpoint: &str, account: Option<&str>, error: bool, throttled: bool) {

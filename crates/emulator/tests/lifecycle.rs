@@ -14,11 +14,22 @@ async fn run_stops_cleanly_on_shutdown() {
 
 #[tokio::test]
 async fn config_deserialises_with_defaults() {
+    let defaults = EmulatorConfig::default();
+    // A value that differs from the default, so the assertion shows the key was read.
+    assert_ne!(defaults.rate_limits.send_per_s, 100);
     let cfg: EmulatorConfig = serde_json::from_str(r#"{"listen":"127.0.0.1:0","rate_limits":{"send_per_s":100},"webhooks":{"callback_url":"http://127.0.0.1:8080/webhooks/instagram"}}"#).unwrap();
     assert_eq!(cfg.rate_limits.send_per_s, 100);
+    assert_eq!(cfg.webhooks.callback_url.as_deref(), Some("http://127.0.0.1:8080/webhooks/instagram"));
+    assert_eq!(cfg.listen.port(), 0);
+    // Keys not given keep Meta's documented values (README table), not zero.
     assert_eq!(cfg.rate_limits.conversations_per_s, 2);
+    assert_eq!(cfg.rate_limits.send_media_per_s, 10);
+    assert_eq!(cfg.rate_limits.private_replies_per_h, 750);
+    assert_eq!(cfg.webhooks.timeout_ms, 5000);
     assert_eq!(cfg.accounts.len(), 1);
-    assert!(serde_json::from_str::<EmulatorConfig>(r#"{"no_such_key":1}"#).is_err());
+    assert_eq!(cfg.accounts[0].ig_id, "17841400000000001");
+    let err = serde_json::from_str::<EmulatorConfig>(r#"{"no_such_key":1}"#).unwrap_err().to_string();
+    assert!(err.contains("no_such_key"), "the error names the unknown key: {err}");
 }
 
 #[tokio::test]

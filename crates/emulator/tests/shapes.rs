@@ -1,7 +1,8 @@
 //! The emulator's success answers have the shapes of the seed documents' example responses
 //! (`/work/shared/seeds`, Meta's Instagram API collection and guides). Each expected value below
 //! is copied from a seed; every key it has must be present in the emulator's answer with a
-//! value of the same JSON type (first elements of arrays compared recursively).
+//! value of the same JSON type (first elements of arrays compared recursively). An array the
+//! seed shows with elements must have elements: an empty `data: []` is not the seed's shape.
 // Test helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -18,7 +19,8 @@ fn same_shape(path: &str, expected: &Value, actual: &Value) {
             }
         }
         (Value::Array(e), Value::Array(a)) => {
-            if let (Some(e0), Some(a0)) = (e.first(), a.first()) {
+            if let Some(e0) = e.first() {
+                let a0 = a.first().unwrap_or_else(|| panic!("{path} is empty; the seed shows elements like {e0}"));
                 same_shape(&format!("{path}[0]"), e0, a0);
             }
         }

@@ -5,10 +5,12 @@
 //! - [`webhook`]: Meta-shaped webhook payloads and correctly signed requests.
 //! - [`http`]: a tiny HTTP/1 client for talking to services on loopback.
 //! - [`events`]: reading what landed in the events stream.
+//! - [`wire`]: every message published on a subject, duplicates included.
 
 pub mod events;
 pub mod http;
 pub mod webhook;
+pub mod wire;
 
 pub use igrelay_bus::local_server::LocalNatsServer;
 

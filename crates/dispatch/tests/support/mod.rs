@@ -33,7 +33,14 @@ pub struct Harness {
     pub bus: BusConfig,
     pub shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Dispatch processes started by [`Harness::spawn_dispatch`]; checked by the waits, so one
+    /// that stopped with an error fails the test with that error.
+    dispatchers: std::sync::Mutex<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>>,
     publisher: Publisher,
+    /// Every outcome published, duplicates included (JetStream's dedup would hide them).
+    pub wire: igrelay_testkit::wire::WireTap,
+    /// Stops the dispatch process the harness started (a graceful leave).
+    pub first_dispatch: CancellationToken,
 }
 
 impl Harness {
@@ -42,7 +49,10 @@ impl Harness {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut EmulatorConfig, &mut DispatchConfig)) -> Harness {
-        Self::start_with_proc(tune).await.0
+        let (h, proc) = Self::start_with_proc(tune).await;
+        // The harness watches the process, so an error it stops with fails the test's waits.
+        h.dispatchers.lock().unwrap().push(proc.task);
+        h
     }
 
     /// Like `start_with`, and also returns the dispatch process, to stop it or read its metrics.
@@ -86,8 +96,21 @@ impl Harness {
         let accounts = AccountStore::open(&nats.js, &bus.topology, keyring).await.unwrap();
         register(&accounts, TOKEN).await;
 
-        let h = Harness { publisher: Publisher::new(nats.js.clone()), nats, emulator, accounts, bus, shutdown, tasks };
+        let wire = igrelay_testkit::wire::WireTap::start(&nats.client, "ig.v1.out.>").await.unwrap();
+        let mut h = Harness {
+            publisher: Publisher::new(nats.js.clone()),
+            nats,
+            emulator,
+            accounts,
+            bus,
+            shutdown,
+            tasks,
+            dispatchers: std::sync::Mutex::default(),
+            wire,
+            first_dispatch: CancellationToken::new(),
+        };
         let proc = h.spawn_dispatch_proc(dcfg).await;
+        h.first_dispatch = proc.stop.clone();
         // Ready when ingest answers (the emulator's webhooks must not meet a 503), dispatch
         // created its streams and learns windows.
         let http = igrelay_testkit::http::client();
@@ -112,28 +135,19 @@ impl Harness {
         (h, proc)
     }
 
-    /// Starts one more dispatch process and keeps its handle: stop token, task, ops address.
+    /// Starts one more dispatch process and keeps its handle (stop token, task, ops address);
+    /// waits until it is ready, and a start-up error fails the test at once, with the error.
     pub async fn spawn_dispatch_proc(&self, cfg: DispatchConfig) -> DispatchProc {
-        let stop = self.shutdown.child_token();
-        let graph = igrelay_graph::GraphConfig::single_host(self.emulator.base_url.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ops = listener.local_addr().unwrap();
-        let task = tokio::spawn(igrelay_dispatch::run_with_listener(
-            cfg,
-            graph,
-            accounts_config(),
-            self.bus.clone(),
-            listener,
-            stop.clone(),
-        ));
-        DispatchProc { stop, task, ops }
+        self.try_spawn_dispatch_proc(cfg).await.unwrap_or_else(|e| panic!("dispatch did not start: {e:#}"))
     }
 
-    /// Starts one more dispatch process (in this process: its own NATS connection and lease).
-    pub async fn spawn_dispatch(&self, cfg: DispatchConfig) -> CancellationToken {
+    /// [`Harness::spawn_dispatch_proc`], returning the start-up error instead of failing.
+    pub async fn try_spawn_dispatch_proc(&self, cfg: DispatchConfig) -> anyhow::Result<DispatchProc> {
         let stop = self.shutdown.child_token();
         let graph = igrelay_graph::GraphConfig::single_host(self.emulator.base_url.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let ops = listener.local_addr()?;
+        let ready_url = format!("http://{ops}/readyz");
         let task = tokio::spawn(igrelay_dispatch::run_with_listener(
             cfg,
             graph,
@@ -142,8 +156,49 @@ impl Harness {
             listener,
             stop.clone(),
         ));
-        drop(task);
-        stop
+        let http = igrelay_testkit::http::client();
+        for _ in 0..600 {
+            if task.is_finished() {
+                return match task.await {
+                    Ok(Ok(())) => Err(anyhow::anyhow!("dispatch stopped before it was ready")),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(anyhow::anyhow!("dispatch panicked: {e}")),
+                };
+            }
+            if igrelay_testkit::http::get(&http, &ready_url).await.is_ok_and(|r| r.status == 200) {
+                return Ok(DispatchProc { stop, task, ops });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        stop.cancel();
+        Err(anyhow::anyhow!("dispatch not ready within 15 s ({ready_url})"))
+    }
+
+    /// Starts one more dispatch process (in this process: its own NATS connection and lease)
+    /// and waits until it is ready; a start-up error fails the test at once, with the error.
+    pub async fn spawn_dispatch(&self, cfg: DispatchConfig) -> CancellationToken {
+        self.try_spawn_dispatch(cfg).await.unwrap_or_else(|e| panic!("dispatch did not start: {e:#}"))
+    }
+
+    /// [`Harness::spawn_dispatch`], returning the start-up error instead of failing.
+    pub async fn try_spawn_dispatch(&self, cfg: DispatchConfig) -> anyhow::Result<CancellationToken> {
+        let proc = self.try_spawn_dispatch_proc(cfg).await?;
+        self.dispatchers.lock().unwrap().push(proc.task);
+        Ok(proc.stop)
+    }
+
+    /// Fails the test with its error if a dispatch process stopped with an error.
+    pub fn check_dispatchers(&self) {
+        let mut list = self.dispatchers.lock().unwrap();
+        if let Some(i) = list.iter().position(|t| t.is_finished()) {
+            let task = list.swap_remove(i);
+            drop(list);
+            let result = futures::FutureExt::now_or_never(task);
+            // Ok(()) is a process the test stopped itself; anything else is a failure.
+            if !matches!(result, Some(Ok(Ok(())))) {
+                panic!("a dispatch process stopped: {result:?}");
+            }
+        }
     }
 
     /// A user writes to the account (opens the window); returns the user's message id.
@@ -201,6 +256,7 @@ impl Harness {
 
     pub async fn outcome_within(&self, command_id: &str, tries: u32) -> Option<CommandOutcome> {
         for _ in 0..tries {
+            self.check_dispatchers();
             if let Some((_, o)) = self.outcomes().await.into_iter().find(|(_, o)| o.command_id == command_id) {
                 return Some(o);
             }
@@ -213,6 +269,52 @@ impl Harness {
     pub async fn conversation(&self, user: &str) -> Vec<Value> {
         let v = self.emulator.admin.messages(ACCOUNT, user).await.unwrap();
         v["messages"].as_array().cloned().or_else(|| v.as_array().cloned()).unwrap_or_default()
+    }
+
+    /// Every outcome published for `command_id`, as core NATS saw them (duplicates included);
+    /// waits (bounded) for the first, since the tap may trail the stream by a moment.
+    pub async fn wire_outcomes(&self, command_id: &str) -> Vec<Bytes> {
+        let mut found = Vec::new();
+        for _ in 0..100 {
+            found = self
+                .wire
+                .messages()
+                .into_iter()
+                .filter(|(_, p)| CommandOutcome::decode(p.clone()).is_ok_and(|o| o.command_id == command_id))
+                .map(|(_, p)| p)
+                .collect();
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        found
+    }
+
+    /// Asserts that `command_id` has exactly one outcome on the wire (no republication at all).
+    pub async fn assert_published_once(&self, command_id: &str) {
+        let n = self.wire_outcomes(command_id).await.len();
+        assert_eq!(n, 1, "{command_id}: {n} outcomes published (JetStream would keep only the first)");
+    }
+
+    /// Asserts that every outcome published for `command_id` is the same outcome (a republished
+    /// record, not a second result), and returns how many were published.
+    pub async fn assert_one_outcome(&self, command_id: &str) -> usize {
+        let all = self.wire_outcomes(command_id).await;
+        assert!(!all.is_empty(), "{command_id}: no outcome published");
+        let distinct: Vec<CommandOutcome> =
+            all.iter().filter(|p| **p != all[0]).map(|p| CommandOutcome::decode(p.clone()).unwrap()).collect();
+        assert!(
+            distinct.is_empty(),
+            "{command_id}: two different outcomes were published: {:?} and {distinct:?}",
+            CommandOutcome::decode(all[0].clone()).unwrap()
+        );
+        all.len()
+    }
+
+    /// How many times the emulator stored an outbound message with `text` to `user`.
+    pub async fn copies(&self, user: &str, text: &str) -> usize {
+        self.conversation(user).await.iter().filter(|m| m["inbound"] == false && m["text"] == text).count()
     }
 
     pub async fn graph_calls(&self, endpoint: &str) -> u64 {
@@ -240,7 +342,10 @@ impl Harness {
             let _ = t.await;
         }
         // Let dispatch processes finish their shutdown before the server goes.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let dispatchers = std::mem::take(&mut *self.dispatchers.lock().unwrap());
+        for t in dispatchers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
     }
 }
 
