@@ -73,6 +73,7 @@ async fn three_dispatchers_one_killed_nothing_lost_order_and_limits_hold() {
 
     let keyring = Keyring::from_config(&AccountsConfig {
         token_keys: vec![TokenKeyConfig { id: "t".into(), key: Secret::new(KEY) }],
+        ..Default::default()
     })
     .unwrap();
     let accounts = AccountStore::open(&nats.js, &bus.topology, keyring).await.unwrap();

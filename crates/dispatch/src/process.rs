@@ -155,8 +155,12 @@ async fn finish(ctx: &Ctx, msg: &jetstream::Message, account: &AccountId, outcom
         _ => OutcomeKind::Expired,
     };
     ctx.metrics.outcome(kind.token());
-    let out = OutgoingMessage::proto(subjects::outcome(account, kind), format!("out:{}", outcome.command_id), &outcome)
-        .with_kind(kind.token());
+    let out = OutgoingMessage::proto(
+        subjects::outcome(account, kind),
+        format!("out:{account}:{}", outcome.command_id),
+        &outcome,
+    )
+    .with_kind(kind.token());
     let cx = msg.headers.as_ref().and_then(igrelay_bus::trace::extract).unwrap_or_else(igrelay_bus::trace::current);
     if let Err(e) = ctx.publisher.publish(out, &cx, Duration::from_secs(5)).await {
         tracing::warn!(error = %e, command = %outcome.command_id, "outcome not stored; command will be redelivered");

@@ -53,8 +53,10 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
     let client = igrelay_bus::connect(&igrelay_bus::ConnectConfig { url: server.url(), ..Default::default() }).await?;
     let js = igrelay_bus::connect::jetstream(client, Duration::from_secs(5));
     let topology = TopologyConfig::default();
-    let accounts_cfg =
-        AccountsConfig { token_keys: vec![TokenKeyConfig { id: "bench".into(), key: Secret::new(KEY) }] };
+    let accounts_cfg = AccountsConfig {
+        token_keys: vec![TokenKeyConfig { id: "bench".into(), key: Secret::new(KEY) }],
+        ..Default::default()
+    };
     let store = AccountStore::open(&js, &topology, Keyring::from_config(&accounts_cfg)?).await?;
     let windows = igrelay_bus::ensure_kv(&js, &topology, KvDef::Windows).await?;
     igrelay_bus::ensure_streams(&js, &topology, &igrelay_bus::StreamDef::ALL).await?;
