@@ -248,29 +248,28 @@ async fn per_key_bounds_on_streams_and_waits() {
     }
     assert!(reopened.is_some(), "the closed stream's slot was not given back");
 
-    // One wait at a time: a second is refused while the first waits.
-    let waiting = {
+    // One wait at a time: of two long waits at once, one is refused at once, the other waits.
+    let long_wait = |id: &'static str| {
         let mut m = stack.messaging();
         tokio::spawn(async move {
-            let r = GetOutcomeRequest { account_id: ACCOUNT.into(), command_id: "w-1".into(), wait: wait(20, 0) };
+            let r = GetOutcomeRequest { account_id: ACCOUNT.into(), command_id: id.into(), wait: wait(20, 0) };
             m.get_outcome(req(r, ADMIN_KEY)).await
         })
     };
-    let mut refused = None;
-    for _ in 0..100 {
-        let r = GetOutcomeRequest { account_id: ACCOUNT.into(), command_id: "w-2".into(), wait: wait(0, 200_000_000) };
-        match stack.messaging().get_outcome(req(r, ADMIN_KEY)).await {
-            Err(e) if e.code() == Code::ResourceExhausted => {
-                refused = Some(e);
-                break;
-            }
-            // The first wait had not started yet.
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+    let (mut w1, mut w2) = (long_wait("w-1"), long_wait("w-2"));
+    let (first_done, waiting) = tokio::time::timeout(Duration::from_secs(15), async {
+        tokio::select! {
+            r = &mut w1 => (r, w2),
+            r = &mut w2 => (r, w1),
         }
-    }
-    let e = refused.expect("a second wait was not refused");
+    })
+    .await
+    .expect("neither wait was refused");
+    let e = first_done.unwrap().unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("max_waits_per_key"), "{e:?}");
     assert!(e.get_details_retry_info().is_some(), "{e:?}");
+    assert!(!waiting.is_finished(), "the other wait ended too");
     // A send that asks to wait is refused before it is accepted: nothing is published.
     let before = igrelay_testkit::events::count(&stack.nats.js, "IGRELAY_COMMANDS").await.unwrap();
     let r = SendMessageRequest { command: Some(text_command(ACCOUNT, "w-3")), wait: wait(5, 0) };
