@@ -1,11 +1,12 @@
 //! One command, from delivery to outcome.
 //!
-//! Exactly one outcome per command: the outcome is published with `Nats-Msg-Id = out:<command
-//! id>` and recorded in KV bucket `igrelay_idempotency` before the command is acknowledged. A
-//! command delivered again (redelivery, or the same id submitted again) finds the record and
-//! never causes a second Graph call once one succeeded. The one gap: a process killed while a
-//! call was in flight leaves an "in flight" record and no answer; the next owner sends that
-//! call again (at-least-once for that call alone) and says so in the outcome's attempt count.
+//! Exactly one outcome per command: the outcome is published with `Nats-Msg-Id =
+//! out:<account>:<command id>` and recorded in KV bucket `igrelay_idempotency` before the
+//! command is acknowledged. A command delivered again (redelivery, or the same id submitted
+//! again) finds the record and never causes a second Graph call once one succeeded. The one gap:
+//! a process killed while a call was in flight leaves an "in flight" record and no answer; the
+//! next owner sends that call again (at-least-once for that call alone) and says so in the
+//! outcome's attempt count.
 
 use std::time::Duration;
 
