@@ -326,3 +326,34 @@ async fn registration_checks_the_token_with_meta() {
     assert_eq!(audit.len(), 1, "{audit:?}");
     stack.stop().await;
 }
+
+/// A gateway handed a listener bound beyond loopback, without TLS and without
+/// `allow_plaintext`, refuses to start (before it even connects to NATS), naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_beyond_loopback_is_refused_at_start() {
+    let cfg = igrelay_gateway::GatewayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ops_listen: "127.0.0.1:0".parse().unwrap(),
+        api_keys: support::api_keys(),
+        ..Default::default()
+    };
+    // Bound on every interface, whatever `listen` says.
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let mut bus = igrelay_bus::BusConfig::default();
+    // Nothing listens here: the refusal must come first.
+    bus.nats.url = "nats://127.0.0.1:1".into();
+    let run = igrelay_gateway::run_with_listener(
+        cfg,
+        bus,
+        support::accounts_config(),
+        igrelay_graph::GraphConfig::single_host("http://127.0.0.1:1"),
+        listener,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let e = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the gateway started instead of refusing")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gateway.listen") && e.contains("gateway.allow_plaintext"), "{e}");
+}
