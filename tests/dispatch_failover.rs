@@ -102,6 +102,7 @@ async fn the_partition_owner_killed_with_calls_in_flight_sends_those_at_most_twi
 
     let keyring = Keyring::from_config(&AccountsConfig {
         token_keys: vec![TokenKeyConfig { id: "t".into(), key: Secret::new(KEY) }],
+        ..Default::default()
     })
     .unwrap();
     let accounts = AccountStore::open(&nats.js, &bus.topology, keyring).await.unwrap();

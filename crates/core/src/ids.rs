@@ -57,6 +57,15 @@ pub fn hex_lower(bytes: &[u8]) -> String {
     s
 }
 
+/// A new unguessable id: 128 bits from the operating system's CSPRNG as 32 lower-case hex
+/// digits (a valid subject token). For ids that must not be predictable from earlier ones
+/// (command ids, audit ids), unlike a NUID sequence.
+pub fn random_id() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex_lower(&bytes))
+}
+
 /// An Instagram professional account id (the IG user id of the business), valid as a subject token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccountId(String);
@@ -96,6 +105,15 @@ mod tests {
         let bytes: Vec<u8> = (0..=255).collect();
         assert_eq!(hex_lower(&bytes), hex::encode(&bytes));
         assert_eq!(hex_lower(&[]), "");
+    }
+
+    #[test]
+    fn random_ids_are_128_bit_tokens_and_differ() {
+        let a = random_id().unwrap();
+        let b = random_id().unwrap();
+        assert_eq!(a.len(), 32);
+        assert!(check_token(&a).is_ok());
+        assert_ne!(a, b);
     }
 
     #[test]

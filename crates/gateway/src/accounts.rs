@@ -6,6 +6,7 @@ use igrelay_core::v1::{
     Account, AuditRecord, GetAccountRequest, GetAccountResponse, ListAccountsRequest, ListAccountsResponse, LoginType,
     RegisterAccountRequest, RegisterAccountResponse, RemoveAccountRequest, RemoveAccountResponse,
 };
+use igrelay_graph::{AccountAuth, ErrorClass};
 use tonic::{Request, Response, Status};
 
 use crate::auth::Scope;
@@ -18,6 +19,39 @@ const REMOVE: &str = "/igrelay.v1.AccountsService/RemoveAccount";
 
 fn account_id(field: &str, id: &str) -> Result<AccountId, Status> {
     AccountId::parse(id).map_err(|e| status::invalid(field, format!("{id:?}: {e}")))
+}
+
+impl Gateway {
+    /// One cheap Graph call (`GET /<account>?fields=…`) with the new token, so a bogus, revoked
+    /// or foreign token is refused now instead of the account turning NEEDS_REAUTH at its first
+    /// use.
+    async fn check_token(&self, account: &str, login: LoginType, token: &str) -> Result<(), Status> {
+        let auth = if login == LoginType::Facebook {
+            AccountAuth::facebook(token.to_owned())
+        } else {
+            AccountAuth::instagram(token.to_owned())
+        };
+        let e = match self.graph.account_info(&auth, account).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        tracing::info!(account, error = %e, "token check at registration failed");
+        Err(match e.class() {
+            ErrorClass::Auth => status::invalid("access_token", format!("Meta refused the token: {e}")),
+            // Unknown object, no permission: the token does not reach this account.
+            ErrorClass::Permanent => status::invalid(
+                "access_token",
+                format!("the token does not give access to account {account} ({e}); is it the account's token?"),
+            ),
+            ErrorClass::Throttled { .. } | ErrorClass::Transient => {
+                let s = status::graph(&e);
+                Status::new(
+                    s.code(),
+                    format!("cannot check the token with Meta now; register again later: {}", s.message()),
+                )
+            }
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -48,6 +82,8 @@ impl AccountsService for Gateway {
         } else if r.access_token.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
             v.add("access_token", "must not contain spaces or control characters");
         }
+        v.timestamp("token_issued_time", r.token_issued_time.as_ref());
+        v.timestamp("token_expires_time", r.token_expires_time.as_ref());
         if let (Some(i), Some(e)) = (&r.token_issued_time, &r.token_expires_time)
             && (e.seconds, e.nanos) <= (i.seconds, i.nanos)
         {
@@ -58,13 +94,14 @@ impl AccountsService for Gateway {
         let account = account_id("account_id", &r.account_id)?;
         self.ensure_connected()?;
 
+        self.check_token(&r.account_id, login, &r.access_token).await?;
         let created = self.store.get(&r.account_id).await.map_err(status::accounts)?.is_none();
         let now = igrelay_core::time::now();
         self.audit(
             &account,
             AuditAction::AccountRegister,
             AuditRecord {
-                audit_id: format!("account_register:{}:{}", r.account_id, nuid::next()),
+                audit_id: format!("account_register:{}:{}", r.account_id, status::random_id()?),
                 account_id: r.account_id.clone(),
                 action: AuditAction::AccountRegister.token().into(),
                 caller: Some(p.caller()),
@@ -148,7 +185,7 @@ impl AccountsService for Gateway {
             &account,
             AuditAction::AccountRemove,
             AuditRecord {
-                audit_id: format!("account_remove:{}:{}", r.account_id, nuid::next()),
+                audit_id: format!("account_remove:{}:{}", r.account_id, status::random_id()?),
                 account_id: r.account_id.clone(),
                 action: AuditAction::AccountRemove.token().into(),
                 caller: Some(p.caller()),

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use igrelay_core::v1::Caller;
 use sha2::{Digest, Sha256};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 use tonic::{Request, Status};
 
 use crate::config::ApiKeyConfig;
@@ -119,20 +120,25 @@ impl Authenticator {
                 )
             })?;
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        // Compare with every key, without stopping at the first match.
-        let mut found: Option<&Key> = None;
-        for k in &self.keys {
-            if constant_time_eq(&k.hash, &hash) {
-                found = Some(k);
-            }
-        }
-        let k = found.ok_or_else(|| Status::unauthenticated("unknown API key"))?;
+        let k = self.find(&hash).ok_or_else(|| Status::unauthenticated("unknown API key"))?;
         Ok(Principal { key_id: k.id.clone(), scopes: k.scopes.clone(), accounts: k.accounts.clone() })
     }
 }
 
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+impl Authenticator {
+    /// The key whose hash is `hash`. Every configured hash is compared in constant time
+    /// (`subtle`), and the match is selected without a branch on which one it was, so the time
+    /// taken says nothing about the presented key.
+    fn find(&self, hash: &[u8; 32]) -> Option<&Key> {
+        let mut index = 0u32;
+        let mut found = subtle::Choice::from(0);
+        for (i, k) in self.keys.iter().enumerate() {
+            let eq = k.hash.ct_eq(hash);
+            index.conditional_assign(&(i as u32), eq);
+            found |= eq;
+        }
+        bool::from(found).then(|| self.keys.get(index as usize)).flatten()
+    }
 }
 
 impl Principal {
@@ -213,5 +219,25 @@ mod tests {
         r.metadata_mut().insert("x-api-key", "wrong".parse().unwrap());
         assert_eq!(a.authenticate(&r).unwrap_err().code(), tonic::Code::Unauthenticated);
         assert_eq!(a.authenticate(&Request::new(())).unwrap_err().code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn the_matching_key_is_found_among_several() {
+        let key = |id: &str, secret: &str| ApiKeyConfig {
+            id: id.into(),
+            sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+            scopes: vec!["events:read".into()],
+            accounts: vec![],
+        };
+        let a = Authenticator::new(&[key("first", "k1"), key("middle", "k2"), key("last", "k3")]);
+        for (secret, id) in [("k1", "first"), ("k2", "middle"), ("k3", "last")] {
+            let mut r = Request::new(());
+            r.metadata_mut().insert("x-api-key", secret.parse().unwrap());
+            assert_eq!(a.authenticate(&r).unwrap().key_id, id);
+        }
+        let mut r = Request::new(());
+        r.metadata_mut().insert("x-api-key", "k4".parse().unwrap());
+        assert!(a.authenticate(&r).is_err());
+        assert!(Authenticator::new(&[]).authenticate(&r).is_err());
     }
 }

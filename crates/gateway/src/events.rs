@@ -4,6 +4,11 @@
 //! kinds, starting where the caller asks (a sequence, a time, the beginning, or now). Events go
 //! through a small bounded channel: while the caller does not read, the channel stays full, the
 //! consumer is not polled and fetches nothing more, so a slow caller slows only its own stream.
+//! The channel is bounded twice: `events_buffer` items and `events_buffer_bytes` encoded bytes.
+//! Each API key may hold `max_streams_per_key` streams open at once.
+
+use std::pin::Pin;
+use std::sync::Arc;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures::StreamExt;
@@ -14,7 +19,7 @@ use igrelay_core::v1::stream_events_request::Start;
 use igrelay_core::v1::{Event, StreamEventsRequest, StreamEventsResponse};
 use prost::Message as _;
 use prost_types::Timestamp;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -41,9 +46,45 @@ fn to_timestamp(t: time::OffsetDateTime) -> Timestamp {
     Timestamp { seconds: nanos.div_euclid(1_000_000_000) as i64, nanos: nanos.rem_euclid(1_000_000_000) as i32 }
 }
 
+/// The sending side of a channel bounded by items and by bytes: an item holds its size in
+/// bytes from `send` until the receiving stream hands it on.
+struct BudgetSender<T> {
+    tx: mpsc::Sender<(T, OwnedSemaphorePermit)>,
+    bytes: Arc<Semaphore>,
+    max: u32,
+}
+
+/// A channel of at most `items` items and `bytes` bytes (an item larger than `bytes` alone
+/// takes the whole budget, so it still passes).
+fn budget_channel<T: Send + 'static>(
+    items: usize,
+    bytes: usize,
+) -> (BudgetSender<T>, impl futures::Stream<Item = T> + Send + 'static) {
+    let (tx, rx) = mpsc::channel(items);
+    let max = u32::try_from(bytes).unwrap_or(u32::MAX).max(1);
+    let bytes = Arc::new(Semaphore::new(max as usize));
+    // The permit drops as the item is handed on, giving its bytes back.
+    (BudgetSender { tx, bytes, max }, ReceiverStream::new(rx).map(|(item, _permit)| item))
+}
+
+impl<T> BudgetSender<T> {
+    /// Waits for room for `size` bytes and one item; `Err` once the receiver is gone.
+    async fn send(&self, item: T, size: usize) -> Result<(), ()> {
+        let n = u32::try_from(size).unwrap_or(u32::MAX).clamp(1, self.max);
+        let permit = self.bytes.clone().acquire_many_owned(n).await.map_err(|_| ())?;
+        self.tx.send((item, permit)).await.map_err(|_| ())
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+type EventStream = Pin<Box<dyn futures::Stream<Item = Result<StreamEventsResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl EventsService for Gateway {
-    type StreamEventsStream = ReceiverStream<Result<StreamEventsResponse, Status>>;
+    type StreamEventsStream = EventStream;
 
     async fn stream_events(
         &self,
@@ -108,6 +149,8 @@ impl EventsService for Gateway {
             ));
         }
         self.ensure_connected()?;
+        // Held by the streaming task: the key's stream count drops when the stream ends.
+        let slot = self.streams.take(&p.key_id)?;
         let stream = self.js.get_stream(StreamDef::Events.name()).await.map_err(status::nats_unavailable)?;
         let consumer = stream
             .create_consumer(pull::OrderedConfig { filter_subjects, deliver_policy, ..Default::default() })
@@ -115,11 +158,12 @@ impl EventsService for Gateway {
             .map_err(status::nats_unavailable)?;
         let mut messages = consumer.messages().await.map_err(status::nats_unavailable)?;
 
-        let (tx, rx) = mpsc::channel(self.cfg.events_buffer);
+        let (tx, rx) = budget_channel(self.cfg.events_buffer, self.cfg.events_buffer_bytes);
         let shutdown = self.shutdown.clone();
         let metrics = self.metrics.clone();
         let key_id = p.key_id.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             metrics.event_streams.inc();
             tracing::debug!(caller = %key_id, "event stream opened");
             loop {
@@ -158,10 +202,12 @@ impl EventsService for Gateway {
                     None => Err(status::nats_unavailable("event stream ended; resume with after_sequence")),
                 };
                 let failed = item.is_err();
+                let size = item.as_ref().map(prost::Message::encoded_len).unwrap_or(0);
                 // Waits while the caller's buffer is full: back-pressure on this stream only.
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    sent = tx.send(item) => if sent.is_err() { break },
+                    _ = tx.closed() => break,
+                    sent = tx.send(item, size) => if sent.is_err() { break },
                 }
                 if failed {
                     break;
@@ -171,13 +217,32 @@ impl EventsService for Gateway {
             metrics.event_streams.dec();
             tracing::debug!(caller = %key_id, "event stream closed");
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(rx) as EventStream))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader that does not read holds back the sender once the bytes are buffered, even
+    /// though the channel has room for more items.
+    #[tokio::test(start_paused = true)]
+    async fn the_byte_budget_holds_back_the_sender() {
+        let (tx, rx) = budget_channel::<u32>(100, 100);
+        let mut rx = Box::pin(rx);
+        tx.send(1, 60).await.unwrap();
+        let second = tx.send(2, 60);
+        tokio::pin!(second);
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(5), &mut second).await;
+        assert!(waited.is_err(), "120 bytes went into a 100-byte buffer");
+        assert_eq!(rx.next().await, Some(1));
+        tokio::time::timeout(std::time::Duration::from_secs(5), &mut second).await.unwrap().unwrap();
+        assert_eq!(rx.next().await, Some(2));
+        // An item larger than the whole budget still passes on its own.
+        tx.send(3, 1_000).await.unwrap();
+        assert_eq!(rx.next().await, Some(3));
+    }
 
     #[test]
     fn filters_combine_accounts_and_kinds() {

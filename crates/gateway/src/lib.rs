@@ -27,6 +27,7 @@ mod messaging;
 mod metrics;
 mod outcomes;
 mod profiles;
+mod quota;
 mod refresh;
 mod server;
 mod status;

@@ -30,6 +30,7 @@ pub(crate) fn validate_send(c: &SendCommand, v: &mut Violations) {
     if !c.command_id.is_empty() {
         v.id("command.command_id", &c.command_id);
     }
+    v.timestamp("command.deadline", c.deadline.as_ref());
     match c.recipient.as_ref().and_then(|r| r.target.as_ref()) {
         None => v.add("command.recipient", "is required: igsid or comment_id"),
         Some(Target::Igsid(id)) => v.graph_id("command.recipient.igsid", id),
@@ -143,6 +144,13 @@ fn describe(c: &SendCommand) -> String {
     format!("{content} to {to}")
 }
 
+/// A command id as a deduplication key: `<account>:<command id>`. Command ids are chosen by
+/// callers, so two tenants may use the same one; scoped by account, one tenant's id never makes
+/// another's command a duplicate (nor reveals that the id was used elsewhere).
+pub(crate) fn scoped_id(account: &AccountId, command_id: &str) -> String {
+    format!("{account}:{command_id}")
+}
+
 /// What accepting a command produced.
 struct Accepted {
     command_id: String,
@@ -206,12 +214,15 @@ impl Gateway {
         let account =
             AccountId::parse(command.account_id()).map_err(|e| status::invalid("command.account_id", e.to_string()))?;
         if command.command_id().is_empty() {
-            *command.command_id() = nuid::next().to_string();
+            *command.command_id() = status::random_id()?;
         }
         let command_id = command.command_id().clone();
         let accepted_time = igrelay_core::time::now();
         command.stamp(accepted_time, p.caller());
         let action = C::ACTION;
+        // A caller at its bound of waits is refused before the command is accepted.
+        let wait = wait.filter(|w| w.wait);
+        let wait_slot = wait.map(|_| self.waits.take(&p.key_id)).transpose()?;
         self.ensure_connected()?;
         if self.store.get(account.as_str()).await.map_err(status::accounts)?.is_none() {
             return Err(Status::not_found(format!("account {account} is not registered")));
@@ -221,7 +232,7 @@ impl Gateway {
             &account,
             action,
             AuditRecord {
-                audit_id: format!("{}:{command_id}", action.token()),
+                audit_id: format!("{}:{}", action.token(), scoped_id(&account, &command_id)),
                 account_id: account.to_string(),
                 action: action.token().into(),
                 caller: Some(p.caller()),
@@ -236,7 +247,7 @@ impl Gateway {
         let ack = self
             .publisher
             .publish(
-                OutgoingMessage::proto(subject, command_id.clone(), &command),
+                OutgoingMessage::proto(subject, scoped_id(&account, &command_id), &command),
                 &igrelay_bus::trace::current(),
                 self.cfg.publish_deadline,
             )
@@ -247,13 +258,14 @@ impl Gateway {
             self.metrics.duplicates.inc();
         }
         tracing::info!(account = %account, command_id = command_id.as_str(), caller = %p.key_id, duplicate = ack.duplicate, kind = action.token(), "command accepted");
-        let outcome = match wait.filter(|w| w.wait) {
+        let outcome = match wait {
             Some(w) => {
                 let budget = outcomes::wait_budget(w.timeout.as_ref(), metadata, self.cfg.max_wait);
                 Some(outcomes::wait(self, account.as_str(), &command_id, budget).await?)
             }
             None => None,
         };
+        drop(wait_slot);
         Ok(Accepted { command_id, accepted_time, duplicate: ack.duplicate, outcome })
     }
 }
@@ -272,6 +284,7 @@ impl MessagingService for Gateway {
         };
         let mut v = Violations::new();
         validate_send(&cmd, &mut v);
+        v.duration("wait.timeout", r.wait.as_ref().and_then(|w| w.timeout.as_ref()));
         v.check()?;
         let detail = describe(&cmd);
         let a = self.accept(&p, cmd, detail, r.wait.as_ref(), &metadata).await?;
@@ -302,6 +315,8 @@ impl MessagingService for Gateway {
             v.add("command.kind", "is required: IMAGE, AUDIO, VIDEO or FILE");
         }
         url(&mut v, "command.url", &cmd.url);
+        v.timestamp("command.deadline", cmd.deadline.as_ref());
+        v.duration("wait.timeout", r.wait.as_ref().and_then(|w| w.timeout.as_ref()));
         v.check()?;
         let detail = "upload attachment".to_owned();
         let a = self.accept(&p, cmd, detail, r.wait.as_ref(), &metadata).await?;
@@ -320,6 +335,7 @@ impl MessagingService for Gateway {
         let mut v = Violations::new();
         v.id("account_id", &r.account_id);
         v.id("command_id", &r.command_id);
+        v.duration("wait.timeout", r.wait.as_ref().and_then(|w| w.timeout.as_ref()));
         v.check()?;
         p.require_account(&r.account_id)?;
         self.ensure_connected()?;
@@ -328,6 +344,7 @@ impl MessagingService for Gateway {
         }
         match r.wait.as_ref().filter(|w| w.wait) {
             Some(w) => {
+                let _slot = self.waits.take(&p.key_id)?;
                 let budget = outcomes::wait_budget(w.timeout.as_ref(), &metadata, self.cfg.max_wait);
                 let o = outcomes::wait(self, &r.account_id, &r.command_id, budget).await?;
                 Ok(Response::new(GetOutcomeResponse { outcome: Some(o) }))

@@ -5,8 +5,11 @@
 //! encrypted with its new issue and expiry times. Replicas do not refresh the same account at
 //! once: each takes a lease first (`create` of `refresh.<account>` in bucket `igrelay_leases`,
 //! which succeeds for one replica; the entry ages out after two minutes). When Meta refuses the
-//! token (auth or permanent error), the account becomes NEEDS_REAUTH and an `account_status`
-//! event is published; throttling and transient errors are retried at the next check.
+//! token (an auth error: 190 and its family), the account becomes NEEDS_REAUTH and an
+//! `account_status` event is published; any other error is logged and retried at the next check.
+//!
+//! Both write-backs are compare-and-swap on the revision the token was read at: a removal or a
+//! new registration that happens while Meta answers is never undone.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +53,9 @@ fn due(a: &Account, refresh_after: Duration, now_ms: i64) -> bool {
     let ms = |t: &prost_types::Timestamp| igrelay_core::time::timestamp_to_ms(t);
     a.login_type == LoginType::Instagram as i32
         && a.status == AccountStatus::Active as i32
-        && a.token_issued_time.as_ref().is_some_and(|t| now_ms - ms(t) >= refresh_after.as_millis() as i64)
+        && a.token_issued_time
+            .as_ref()
+            .is_some_and(|t| now_ms.saturating_sub(ms(t)) >= refresh_after.as_millis() as i64)
         && a.token_expires_time.as_ref().is_none_or(|t| ms(t) > now_ms)
 }
 
@@ -101,7 +106,7 @@ enum Outcome {
 }
 
 async fn refresh_one(s: &Shared, id: &str) -> Outcome {
-    let (account, token) = match s.store.credentials(id).await {
+    let (account, token, revision) = match s.store.credentials_at(id).await {
         Ok(Some(c)) => c,
         Ok(None) => return Outcome::RetryLater,
         Err(e) => {
@@ -114,12 +119,18 @@ async fn refresh_one(s: &Shared, id: &str) -> Outcome {
             let now = igrelay_core::time::now_ms();
             let mut updated = account;
             updated.token_issued_time = Some(igrelay_core::time::timestamp_from_ms(now));
-            updated.token_expires_time =
-                r.value.expires_in.map(|s| igrelay_core::time::timestamp_from_ms(now + (s as i64) * 1000));
-            match s.store.put(updated, r.value.access_token.expose()).await {
+            updated.token_expires_time = r.value.expires_in.map(|s| {
+                let ms = i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000);
+                igrelay_core::time::timestamp_from_ms(now.saturating_add(ms))
+            });
+            match s.store.put_at(updated, r.value.access_token.expose(), revision).await {
                 Ok(_) => {
                     tracing::info!(account = id, "instagram token refreshed");
                     Outcome::Refreshed
+                }
+                Err(e @ igrelay_accounts::AccountsError::Changed(_)) => {
+                    tracing::info!(account = id, error = %e, "refreshed token discarded: the account changed meanwhile");
+                    Outcome::RetryLater
                 }
                 Err(e) => {
                     tracing::error!(account = id, error = %e, "token refreshed by Meta but not stored");
@@ -127,11 +138,18 @@ async fn refresh_one(s: &Shared, id: &str) -> Outcome {
                 }
             }
         }
+        // Only Meta saying the token itself is invalid (190 family) needs a new login; anything
+        // else (a bad parameter, a policy or permission answer, throttling, an outage) says
+        // nothing about the token and is tried again.
         Err(e) => match e.class() {
-            ErrorClass::Auth | ErrorClass::Permanent => {
+            ErrorClass::Auth => {
                 tracing::warn!(account = id, error = %e, "token refresh refused; account needs re-authorisation");
-                mark_needs_reauth(s, id, &format!("token refresh refused: {e}")).await;
+                mark_needs_reauth_at(s, id, &format!("token refresh refused: {e}"), Some(revision)).await;
                 Outcome::Failed
+            }
+            ErrorClass::Permanent => {
+                tracing::warn!(account = id, error = %e, "token refresh failed (not an auth error); retrying at the next check");
+                Outcome::RetryLater
             }
             ErrorClass::Throttled { .. } | ErrorClass::Transient => {
                 tracing::info!(account = id, error = %e, "token refresh failed; retrying at the next check");
@@ -144,7 +162,12 @@ async fn refresh_one(s: &Shared, id: &str) -> Outcome {
 /// Marks the account NEEDS_REAUTH and, if that changed its status, publishes an
 /// `account_status` event.
 pub async fn mark_needs_reauth(s: &Shared, id: &str, reason: &str) {
-    let changed = match s.store.set_status(id, AccountStatus::NeedsReauth, reason).await {
+    mark_needs_reauth_at(s, id, reason, None).await;
+}
+
+/// As `mark_needs_reauth`, only while the account's record is at `revision` (when given).
+async fn mark_needs_reauth_at(s: &Shared, id: &str, reason: &str, revision: Option<u64>) {
+    let changed = match s.store.set_status_at(id, AccountStatus::NeedsReauth, reason, revision).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(account = id, error = %e, "cannot mark the account NEEDS_REAUTH");
@@ -157,10 +180,17 @@ pub async fn mark_needs_reauth(s: &Shared, id: &str, reason: &str) {
     let Ok(account_id) = AccountId::parse(id) else {
         return;
     };
+    let unique = match igrelay_core::ids::random_id() {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(account = id, error = %e, "no randomness for an event id; account_status event not published");
+            return;
+        }
+    };
     let now = igrelay_core::time::now();
     let event = Event {
         meta: Some(EventMeta {
-            event_id: format!("account_status:{id}:{}", nuid::next()),
+            event_id: format!("account_status:{id}:{unique}"),
             account_id: id.to_owned(),
             event_time: Some(now),
             received_time: Some(now),
@@ -210,5 +240,20 @@ mod tests {
         assert!(!due(&facebook, h24, now));
         let paused = Account { status: AccountStatus::Paused as i32, ..a };
         assert!(!due(&paused, h24, now));
+    }
+
+    #[test]
+    fn absurd_issue_times_neither_panic_nor_wrap() {
+        let ts = |seconds| prost_types::Timestamp { seconds, nanos: 0 };
+        let a = Account {
+            login_type: LoginType::Instagram as i32,
+            status: AccountStatus::Active as i32,
+            token_issued_time: Some(ts(i64::MIN)),
+            ..Default::default()
+        };
+        let h24 = Duration::from_secs(86_400);
+        assert!(due(&a, h24, 1_700_000_000_000));
+        let future = Account { token_issued_time: Some(ts(i64::MAX)), ..a };
+        assert!(!due(&future, h24, 1_700_000_000_000));
     }
 }

@@ -30,6 +30,7 @@ use crate::proto::conversations_service_server::ConversationsServiceServer;
 use crate::proto::events_service_server::EventsServiceServer;
 use crate::proto::messaging_service_server::MessagingServiceServer;
 use crate::proto::profiles_service_server::ProfilesServiceServer;
+use crate::quota::PerKey;
 use crate::status;
 
 /// Everything the handlers share.
@@ -46,6 +47,10 @@ pub(crate) struct Shared {
     pub limiter: AccountLimiter,
     pub shutdown: CancellationToken,
     pub metrics: Metrics,
+    /// Open StreamEvents calls per API key.
+    pub streams: Arc<PerKey>,
+    /// Outcome waits per API key.
+    pub waits: Arc<PerKey>,
 }
 
 /// The service implementation (one value behind all five services).
@@ -113,6 +118,17 @@ pub async fn run_with_listener(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
+    // The listener may be bound elsewhere than `listen` (tests, `igrelay dev`): check it too.
+    let bound = listener.local_addr()?;
+    if let Some(problem) = cfg.plaintext_problem(bound) {
+        anyhow::bail!("invalid configuration: gateway.listen: {problem}");
+    }
+    if cfg.tls_cert.is_none() && !bound.ip().is_loopback() {
+        tracing::warn!(
+            addr = %bound,
+            "gateway serves plaintext gRPC beyond loopback (gateway.allow_plaintext = true): API keys are readable on the network unless a proxy or mesh adds TLS"
+        );
+    }
     let keyring = Keyring::from_config(&accounts)?;
     let graph = GraphClient::new(graph).context("cannot build the Graph API client")?;
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
@@ -164,6 +180,8 @@ pub async fn run_with_listener(
     };
     ready.store(true, Ordering::Relaxed);
 
+    let streams = PerKey::new("open StreamEvents calls", "max_streams_per_key", cfg.max_streams_per_key);
+    let waits = PerKey::new("outcome waits", "max_waits_per_key", cfg.max_waits_per_key);
     let shared = Arc::new(Shared {
         limiter: AccountLimiter::new(cfg.conversations_per_s, cfg.conversations_max_queue),
         auth: Authenticator::new(&cfg.api_keys),
@@ -177,6 +195,8 @@ pub async fn run_with_listener(
         graph,
         shutdown: shutdown.clone(),
         metrics,
+        streams,
+        waits,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

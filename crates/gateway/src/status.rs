@@ -5,6 +5,12 @@ use igrelay_graph::{ErrorClass, GraphError};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in Unix seconds: protobuf's Timestamp range.
+const MIN_TIMESTAMP_S: i64 = -62_135_596_800;
+const MAX_TIMESTAMP_S: i64 = 253_402_300_799;
+/// Protobuf's Duration range: about 10,000 years.
+const MAX_DURATION_S: i64 = 315_576_000_000;
+
 /// Collects field violations; INVALID_ARGUMENT with google.rpc.BadRequest details.
 #[derive(Debug, Default)]
 pub struct Violations(Vec<FieldViolation>);
@@ -44,6 +50,35 @@ impl Violations {
         }
     }
 
+    /// Checks a caller-supplied time: within protobuf's Timestamp range (years 1 to 9999) with
+    /// nanos in 0..1e9, so later arithmetic on it can neither overflow nor wrap.
+    pub fn timestamp(&mut self, field: &str, value: Option<&prost_types::Timestamp>) {
+        if let Some(t) = value
+            && !((MIN_TIMESTAMP_S..=MAX_TIMESTAMP_S).contains(&t.seconds) && (0..1_000_000_000).contains(&t.nanos))
+        {
+            self.add(
+                field,
+                format!(
+                    "{}s {}ns is out of range: a time between 0001-01-01 and 9999-12-31 with nanos in 0..999999999",
+                    t.seconds, t.nanos
+                ),
+            );
+        }
+    }
+
+    /// Checks a caller-supplied duration: not negative, nanos in 0..1e9, at most 10,000 years
+    /// (protobuf's Duration range).
+    pub fn duration(&mut self, field: &str, value: Option<&prost_types::Duration>) {
+        if let Some(d) = value
+            && !((0..=MAX_DURATION_S).contains(&d.seconds) && (0..1_000_000_000).contains(&d.nanos))
+        {
+            self.add(
+                field,
+                format!("{}s {}ns is out of range: 0 to 10,000 years with nanos in 0..999999999", d.seconds, d.nanos),
+            );
+        }
+    }
+
     pub fn required(&mut self, field: &str, value: &str) {
         if value.trim().is_empty() {
             self.add(field, "is required");
@@ -67,6 +102,11 @@ pub fn invalid(field: &str, reason: impl Into<String>) -> Status {
     v.check().err().unwrap_or_else(|| Status::invalid_argument(field.to_owned()))
 }
 
+/// A new unguessable id (128 random bits), or UNAVAILABLE when the OS cannot supply randomness.
+pub fn random_id() -> Result<String, Status> {
+    igrelay_core::ids::random_id().map_err(|e| Status::unavailable(format!("no randomness for a new id: {e}")))
+}
+
 pub fn nats_unavailable(why: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("NATS unavailable: {why}"))
 }
@@ -76,7 +116,10 @@ pub fn accounts(e: AccountsError) -> Status {
         AccountsError::NotFound(a) => Status::not_found(format!("account {a} is not registered")),
         AccountsError::InvalidId(id, err) => invalid("account_id", format!("{id:?}: {err}")),
         AccountsError::Kv(why) => nats_unavailable(why),
+        e @ AccountsError::Changed(_) => Status::aborted(format!("{e}; try again")),
         e @ (AccountsError::Decode { .. }
+        | AccountsError::Mismatch { .. }
+        | AccountsError::Unbound(_)
         | AccountsError::UnknownKey { .. }
         | AccountsError::Decrypt { .. }
         | AccountsError::Config(_)) => Status::failed_precondition(e.to_string()),

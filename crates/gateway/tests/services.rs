@@ -268,16 +268,9 @@ async fn instagram_tokens_are_refreshed_and_a_refused_refresh_marks_the_account(
         .post("/_admin/tokens", &serde_json::json!({"token": support::TOKEN, "issued_ms": emulator_now - two_days_ms}))
         .await
         .unwrap();
-    // A second account whose token Meta has revoked.
+    // A second account whose token Meta revokes once it is registered.
     let revoked = "17841400000000002";
     admin.post("/_admin/accounts", &serde_json::json!({"ig_id": revoked, "token": "IGAArevokedtoken"})).await.unwrap();
-    admin
-        .post(
-            "/_admin/tokens",
-            &serde_json::json!({"token": "IGAArevokedtoken", "state": "revoked", "issued_ms": emulator_now - two_days_ms}),
-        )
-        .await
-        .unwrap();
     let issued = igrelay_core::time::timestamp_from_ms(igrelay_core::time::now_ms() - two_days_ms);
     let mut accounts = stack.accounts();
     for (id, token) in [(ACCOUNT, support::TOKEN), (revoked, "IGAArevokedtoken")] {
@@ -295,6 +288,13 @@ async fn instagram_tokens_are_refreshed_and_a_refused_refresh_marks_the_account(
             .await
             .unwrap();
     }
+    admin
+        .post(
+            "/_admin/tokens",
+            &serde_json::json!({"token": "IGAArevokedtoken", "state": "revoked", "issued_ms": emulator_now - two_days_ms}),
+        )
+        .await
+        .unwrap();
     let store = stack.store().await;
     let mut refreshed = false;
     let mut marked = false;
@@ -410,4 +410,100 @@ async fn a_slow_reader_slows_only_its_own_stream() {
     tokio::time::timeout(Duration::from_secs(10), gateway).await.unwrap().unwrap().unwrap();
     let end = tokio::time::timeout(Duration::from_secs(10), slow.next()).await.unwrap();
     assert!(end.as_ref().is_none_or(|r| r.is_err()), "{end:?}");
+}
+
+/// Starts a stack refreshing every 100 ms, installs `fault` in the emulator, and registers
+/// ACCOUNT with a token two days old (so its refresh is due at once).
+async fn refreshing_stack(fault: serde_json::Value) -> Stack {
+    let stack = Stack::start_with(Options {
+        tune: Some(Box::new(|c| {
+            c.token_refresh.enabled = true;
+            c.token_refresh.check_interval = Duration::from_millis(100);
+        })),
+        ..Default::default()
+    })
+    .await;
+    let admin = &stack.emulator.admin;
+    admin.fault(&fault).await.unwrap();
+    let emulator_now = admin.get("/_admin/clock").await.unwrap()["now_ms"].as_i64().unwrap();
+    let two_days_ms = 2 * 86_400_000;
+    admin
+        .post("/_admin/tokens", &serde_json::json!({"token": support::TOKEN, "issued_ms": emulator_now - two_days_ms}))
+        .await
+        .unwrap();
+    stack
+        .accounts()
+        .register_account(req(
+            RegisterAccountRequest {
+                account_id: ACCOUNT.into(),
+                login_type: LoginType::Instagram as i32,
+                access_token: support::TOKEN.into(),
+                token_issued_time: Some(igrelay_core::time::timestamp_from_ms(
+                    igrelay_core::time::now_ms() - two_days_ms,
+                )),
+                ..Default::default()
+            },
+            ADMIN_KEY,
+        ))
+        .await
+        .unwrap();
+    stack
+}
+
+/// Waits (bounded) until the emulator has answered a refresh_access_token call.
+async fn refresh_answered(stack: &Stack) {
+    for _ in 0..200 {
+        if stack.emulator_calls("refresh_access_token").await >= 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the gateway never asked Meta to refresh the token");
+}
+
+/// A refresh error that says nothing about the token (here a parameter error, code 100) leaves
+/// the account ACTIVE with its token, to be retried; only the 190 family marks NEEDS_REAUTH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_error_that_is_not_about_the_token_leaves_the_account_active() {
+    let stack = refreshing_stack(serde_json::json!({"endpoint": "refresh_access_token", "times": 100,
+        "error": {"code": 100, "message": "Unsupported request - method type: get", "status": 400}}))
+    .await;
+    refresh_answered(&stack).await;
+    let store = stack.store().await;
+    // The answer came; the gateway acts on it at once. Watch a while for a wrong status.
+    for _ in 0..30 {
+        let (a, token) = store.credentials(ACCOUNT).await.unwrap().unwrap();
+        assert_eq!(a.status, AccountStatus::Active as i32, "marked {:?}: {}", a.status, a.status_reason);
+        assert_eq!(token.expose(), support::TOKEN);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.stop().await;
+}
+
+/// An account removed while Meta is answering its refresh stays removed: the refreshed token is
+/// written back only at the revision it was read at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_removed_during_its_refresh_stays_removed() {
+    // Meta takes 2 s to answer refreshes.
+    let stack = refreshing_stack(serde_json::json!({"endpoint": "refresh_access_token", "latency_ms": 2000})).await;
+    // The refresh has begun once its lease exists.
+    let leases = stack.nats.js.get_key_value("igrelay_leases").await.unwrap();
+    let mut leased = false;
+    for _ in 0..200 {
+        if leases.get(format!("refresh.{ACCOUNT}")).await.unwrap().is_some() {
+            leased = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(leased, "no refresh began");
+    stack.accounts().remove_account(req(RemoveAccountRequest { account_id: ACCOUNT.into() }, ADMIN_KEY)).await.unwrap();
+    assert_eq!(stack.emulator_calls("refresh_access_token").await, 0, "Meta answered before the removal");
+    refresh_answered(&stack).await;
+    let store = stack.store().await;
+    for _ in 0..30 {
+        assert!(store.get(ACCOUNT).await.unwrap().is_none(), "the refresh brought the removed account back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stack.stop().await;
 }

@@ -23,7 +23,7 @@ const SECRET: &str = "dispatch-test-secret";
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 pub fn accounts_config() -> AccountsConfig {
-    AccountsConfig { token_keys: vec![TokenKeyConfig { id: "t".into(), key: Secret::new(KEY) }] }
+    AccountsConfig { token_keys: vec![TokenKeyConfig { id: "t".into(), key: Secret::new(KEY) }], ..Default::default() }
 }
 
 pub struct Harness {

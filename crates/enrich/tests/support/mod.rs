@@ -51,7 +51,10 @@ pub struct Replica {
 }
 
 pub fn accounts_config() -> AccountsConfig {
-    AccountsConfig { token_keys: vec![TokenKeyConfig { id: "k1".into(), key: Secret::new(TOKEN_KEY) }] }
+    AccountsConfig {
+        token_keys: vec![TokenKeyConfig { id: "k1".into(), key: Secret::new(TOKEN_KEY) }],
+        ..Default::default()
+    }
 }
 
 impl App {

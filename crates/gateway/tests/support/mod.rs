@@ -32,8 +32,15 @@ pub const LIMITED_KEY: &str = "limited-key-0123456789";
 pub const READER_KEY: &str = "reader-key-0123456789";
 /// Only profiles:read.
 pub const PROFILES_READER_KEY: &str = "profiles-reader-key-0123456789";
+/// A second emulated account (created by `Stack::add_account_b`).
+pub const ACCOUNT_B: &str = "17841400000000002";
+pub const TOKEN_B: &str = "IGAAemulatortokenB";
+/// Every scope, only ACCOUNT: one tenant.
+pub const TENANT_A_KEY: &str = "tenant-a-key-0123456789";
+/// Every scope, only ACCOUNT_B: another tenant.
+pub const TENANT_B_KEY: &str = "tenant-b-key-0123456789";
 
-fn key(id: &str, key: &str, scopes: &[&str], accounts: &[&str]) -> ApiKeyConfig {
+pub fn key(id: &str, key: &str, scopes: &[&str], accounts: &[&str]) -> ApiKeyConfig {
     ApiKeyConfig {
         id: id.into(),
         sha256: hex::encode(Sha256::digest(key.as_bytes())),
@@ -49,6 +56,8 @@ pub fn api_keys() -> Vec<ApiKeyConfig> {
         key("limited", LIMITED_KEY, &all, &["999"]),
         key("reader", READER_KEY, &["accounts:read"], &[]),
         key("profiles-reader", PROFILES_READER_KEY, &["profiles:read"], &[]),
+        key("tenant-a", TENANT_A_KEY, &all, &[ACCOUNT]),
+        key("tenant-b", TENANT_B_KEY, &all, &[ACCOUNT_B]),
     ]
 }
 
@@ -59,6 +68,7 @@ pub fn accounts_config() -> AccountsConfig {
             // 32 bytes, base64.
             key: Secret::new("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
         }],
+        ..Default::default()
     }
 }
 
@@ -263,6 +273,43 @@ impl Stack {
             ))
             .await
             .unwrap();
+    }
+
+    /// Creates ACCOUNT_B (token TOKEN_B) in the emulator; register it with `register`.
+    pub async fn add_account_b(&self) {
+        self.emulator
+            .admin
+            .post("/_admin/accounts", &serde_json::json!({"ig_id": ACCOUNT_B, "token": TOKEN_B}))
+            .await
+            .unwrap();
+    }
+
+    /// Registers an Instagram Login account through the gateway with `api_key`.
+    pub async fn register(&self, account: &str, token: &str, api_key: &str) {
+        self.accounts()
+            .register_account(req(
+                igrelay_core::v1::RegisterAccountRequest {
+                    account_id: account.into(),
+                    login_type: igrelay_core::v1::LoginType::Instagram as i32,
+                    access_token: token.into(),
+                    ..Default::default()
+                },
+                api_key,
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Graph API calls the emulator answered for `endpoint` (every account).
+    pub async fn emulator_calls(&self, endpoint: &str) -> u64 {
+        let calls = self.emulator.admin.calls().await.unwrap();
+        calls["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["endpoint"] == endpoint)
+            .map(|c| c["calls"].as_u64().unwrap_or(0))
+            .sum()
     }
 
     /// Runs the Python client (tests/python/gateway_client.py) and returns its stdout.

@@ -73,8 +73,10 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
     );
     // One partition: paused and running accounts share its slots and fetch budget.
     let topology = TopologyConfig { command_partitions: 1, ..TopologyConfig::default() };
-    let accounts_cfg =
-        AccountsConfig { token_keys: vec![TokenKeyConfig { id: "bench".into(), key: Secret::new(KEY) }] };
+    let accounts_cfg = AccountsConfig {
+        token_keys: vec![TokenKeyConfig { id: "bench".into(), key: Secret::new(KEY) }],
+        ..Default::default()
+    };
     let store = AccountStore::open(&js, &topology, Keyring::from_config(&accounts_cfg)?).await?;
     let windows = igrelay_bus::ensure_kv(&js, &topology, KvDef::Windows).await?;
     igrelay_bus::ensure_streams(&js, &topology, &igrelay_bus::StreamDef::ALL).await?;

@@ -186,8 +186,10 @@ pub async fn run(args: EnrichBenchArgs) -> anyhow::Result<()> {
     let client = igrelay_bus::connect(&bus.nats).await?;
     let js = igrelay_bus::connect::jetstream(client, Duration::from_secs(10));
     igrelay_bus::ensure_streams(&js, &bus.topology, &[StreamDef::Events, StreamDef::Enriched]).await?;
-    let accounts =
-        AccountsConfig { token_keys: vec![TokenKeyConfig { id: "bench".into(), key: Secret::new(BENCH_KEY) }] };
+    let accounts = AccountsConfig {
+        token_keys: vec![TokenKeyConfig { id: "bench".into(), key: Secret::new(BENCH_KEY) }],
+        ..Default::default()
+    };
     let store = AccountStore::open(&js, &bus.topology, Keyring::from_config(&accounts)?).await?;
     store
         .put(
