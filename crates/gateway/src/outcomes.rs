@@ -65,9 +65,24 @@ async fn index(kv: &kv::Store, d: Delivery) -> Result<(), HandlerError> {
         tracing::warn!(subject = %d.subject, "outcome without a usable account or command id; not indexed");
         return Ok(());
     }
-    kv.put(key(&outcome.account_id, &outcome.command_id), d.payload).await.map(|_| ()).map_err(|e| {
-        HandlerError::Retry { reason: format!("cannot index outcome: {e}"), after: Duration::from_secs(1) }
-    })
+    let k = key(&outcome.account_id, &outcome.command_id);
+    let retry =
+        |e: String| HandlerError::Retry { reason: format!("cannot index outcome: {e}"), after: Duration::from_secs(1) };
+    if is_conflict(&outcome) {
+        // A reused id with new content: the record of the command that owns the id stays; the
+        // conflict is indexed only when nothing else is (its own outcome is on the stream).
+        return match kv.create(k, d.payload).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(retry(e.to_string())),
+        };
+    }
+    kv.put(k, d.payload).await.map(|_| ()).map_err(|e| retry(e.to_string()))
+}
+
+fn is_conflict(o: &CommandOutcome) -> bool {
+    matches!(&o.result, Some(igrelay_core::v1::command_outcome::Result::Rejected(r))
+        if r.reason == igrelay_core::v1::RejectReason::DuplicateIdConflict as i32)
 }
 
 /// The outcome if there is one.
