@@ -5,6 +5,10 @@ use std::time::Duration;
 pub enum BusError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect { url: String, source: async_nats::ConnectError },
+    #[error("NATS at {url} refused our credentials ({source}); check {method}")]
+    Auth { url: String, method: &'static str, source: async_nats::ConnectError },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("cannot create or update stream {stream}: {source}")]
     Stream { stream: String, source: async_nats::jetstream::context::CreateStreamError },
     #[error("cannot create or update KV bucket {bucket}: {source}")]

@@ -71,15 +71,29 @@ pub struct LocalNatsServer {
     store: PathBuf,
     /// Removed on drop when we created it.
     owned_store: Option<PathBuf>,
+    /// Further nats-server arguments (auth, a config file: `--user u --pass p`, `-c file`).
+    extra_args: Vec<String>,
 }
 
 impl LocalNatsServer {
     /// Starts a server on a free port with a fresh temporary store.
     pub fn start() -> Result<Self, LocalServerError> {
+        Self::start_with_args(&[])
+    }
+
+    /// Like [`start`](Self::start) with further nats-server arguments, e.g.
+    /// `["--user", "u", "--pass", "p"]`, `["--auth", "token"]` or `["-c", "nats.conf"]`.
+    pub fn start_with_args(args: &[&str]) -> Result<Self, LocalServerError> {
         let store = std::env::temp_dir().join(format!("igrelay-nats-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&store).map_err(LocalServerError::Store)?;
-        let mut server =
-            Self { bin: find_binary()?, child: None, port: 0, store: store.clone(), owned_store: Some(store) };
+        let mut server = Self {
+            bin: find_binary()?,
+            child: None,
+            port: 0,
+            store: store.clone(),
+            owned_store: Some(store),
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+        };
         server.spawn()?;
         Ok(server)
     }
@@ -87,7 +101,8 @@ impl LocalNatsServer {
     /// Starts a server on `port` (0 = any) keeping its store in `store`, which survives.
     pub fn start_with(port: u16, store: PathBuf) -> Result<Self, LocalServerError> {
         std::fs::create_dir_all(&store).map_err(LocalServerError::Store)?;
-        let mut server = Self { bin: find_binary()?, child: None, port, store, owned_store: None };
+        let mut server =
+            Self { bin: find_binary()?, child: None, port, store, owned_store: None, extra_args: Vec::new() };
         server.spawn()?;
         Ok(server)
     }
@@ -123,6 +138,7 @@ impl LocalNatsServer {
         let mut child = Command::new(&self.bin)
             .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
             .arg(&self.store)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
