@@ -193,6 +193,7 @@ async fn a_malformed_secret_in_the_environment_is_named_never_echoed() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("token_keys"), "{stderr}");
+    // Named as the variable is: ACCOUNTS.TOKEN_KEYS in IGRELAY_ environment variable(s).
+    assert!(stderr.contains("TOKEN_KEYS") && stderr.contains("IGRELAY_"), "{stderr}");
     assert!(!stderr.contains("c2VjcmV0"), "{stderr}");
 }

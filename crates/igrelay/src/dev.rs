@@ -198,15 +198,19 @@ async fn run_services(mut cfg: Config, args: &DevArgs, shutdown: CancellationTok
     println_gateway(&cfg, gateway_addr)?;
 
     let first = tokio::select! {
+        biased;
         _ = shutdown.cancelled() => None,
         ended = services.join_next() => ended,
     };
+    // A service that ended before any signal crashed (even with Ok: it is meant to run); one
+    // that ended cleanly because the signal came meanwhile did not.
+    let stopping = shutdown.is_cancelled();
     shutdown.cancel();
-    // A service that ended before any signal crashed (even with Ok: it is meant to run).
-    let mut failure = first.map(|ended| match ended {
-        Ok((name, Ok(()))) => anyhow::anyhow!("{name} stopped on its own; stopping the others"),
-        Ok((name, Err(e))) => e.context(format!("{name} failed; stopping the others")),
-        Err(e) => anyhow::anyhow!("a service task failed: {e}"),
+    let mut failure = first.and_then(|ended| match ended {
+        Ok((_, Ok(()))) if stopping => None,
+        Ok((name, Ok(()))) => Some(anyhow::anyhow!("{name} stopped on its own; stopping the others")),
+        Ok((name, Err(e))) => Some(e.context(format!("{name} failed; stopping the others"))),
+        Err(e) => Some(anyhow::anyhow!("a service task failed: {e}")),
     });
     if let Some(e) = &failure {
         tracing::error!(error = %format!("{e:#}"), "a service ended");
