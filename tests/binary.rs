@@ -105,6 +105,13 @@ async fn dev_starts_nats_and_ingest_and_prints_the_urls() {
     let dispatch = dev.line_containing("dispatch ", Duration::from_secs(5)).expect("dev prints dispatch's address");
     let dispatch = dispatch.split_whitespace().nth(1).unwrap().trim_end_matches("/readyz").to_owned();
     wait_ready(&client, &dispatch).await;
+    let emulator = dev.line_containing("graph API emulator", Duration::from_secs(5)).expect("dev prints the emulator");
+    let emulator = emulator.split_whitespace().nth(3).unwrap().to_owned();
+    // Every listener took the free port asked for, none a fixed laptop port.
+    for addr in [&base, &dispatch, &emulator] {
+        let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+        assert!(![8080, 8081, 8082, 8089, 50051].contains(&port), "{addr} is a fixed port");
+    }
     assert_eq!(dev.terminate(Duration::from_secs(15)).unwrap(), Some(0));
 }
 
