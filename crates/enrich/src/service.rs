@@ -315,8 +315,13 @@ async fn skip(core: &Core, msg: jetstream::Message, why: &str) {
     let _ = msg.ack_with(AckKind::Term).await;
 }
 
+/// How long a handed-back event waits before it is delivered again. Not at once: this process
+/// is still the pinned one while it drains, so an immediate redelivery would come straight back
+/// to it and be handed back again, round and round (a stop took up to a minute that way).
+const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+
 async fn hand_back(msg: &jetstream::Message) {
-    if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+    if let Err(e) = msg.ack_with(AckKind::Nak(Some(HAND_BACK_DELAY))).await {
         tracing::debug!(error = %e, "could not hand back event; it returns after ack_wait");
     }
 }

@@ -529,3 +529,17 @@ async fn requests_past_max_concurrent_requests_get_a_busy_reply() {
     assert!(again.profile.is_some(), "{}", again.detail);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_events_in_flight_hands_them_back_and_ends() {
+    let app = App::start_with(|c| c.deadline = Duration::from_millis(100)).await;
+    let events: Vec<_> = (0..5).map(|i| app.message(&format!("55000000000016{i:02}"), "hi")).collect();
+    app.publish(&events).await;
+    // Stopped while the events are being fetched and handled: what is handed back must not
+    // come straight back to the process that is stopping, round and round (a stop of
+    // `igrelay dev` took up to a minute that way).
+    app.shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.task).await;
+    assert!(stopped.is_ok(), "enrich did not stop within 10 s");
+    stopped.unwrap().unwrap().unwrap();
+}
