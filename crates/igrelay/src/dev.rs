@@ -91,37 +91,7 @@ async fn run_services(mut cfg: Config, args: &DevArgs, shutdown: CancellationTok
         igrelay_ingest::run_with_listener(cfg.ingest.clone(), cfg.bus(), listener, shutdown.clone()),
     ));
 
-    // The emulator plays Meta: its webhooks go to ingest, signed with ingest's secret, and the
-    // Graph API client talks to it.
-    let emulator = if args.no_emulator {
-        None
-    } else {
-        let mut em = cfg.emulator.clone();
-        if em.webhooks.callback_url.is_none() {
-            em.webhooks.callback_url = Some(format!("http://{ingest_addr}{}", cfg.ingest.path));
-        }
-        if let Some(secret) = cfg.ingest.app_secrets.first() {
-            em.app_secret = secret.expose().to_owned();
-        }
-        em.verify_token = cfg.ingest.verify_token.expose().to_owned();
-        let dev_default = em.listen == igrelay_emulator::EmulatorConfig::default().listen;
-        let handle = match igrelay_emulator::spawn(em.clone()).await {
-            Ok(h) => h,
-            // The laptop default may be taken (another dev running): any free port will do.
-            Err(e) if dev_default => {
-                tracing::warn!(error = %e, "the emulator's default port is busy; it takes a free one");
-                igrelay_emulator::spawn(igrelay_emulator::EmulatorConfig {
-                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-                    ..em
-                })
-                .await?
-            }
-            Err(e) => return Err(e.context("emulator.listen")),
-        };
-        cfg.graph.instagram_base_url = handle.base_url.clone();
-        cfg.graph.facebook_base_url = handle.base_url.clone();
-        Some(handle)
-    };
+    let emulator = if args.no_emulator { None } else { Some(start_emulator(&mut cfg, ingest_addr).await?) };
 
     // Dispatch: a development token key when none is configured, and the emulator's accounts
     // registered so commands work out of the box.
@@ -197,6 +167,19 @@ async fn run_services(mut cfg: Config, args: &DevArgs, shutdown: CancellationTok
     println_enrich(enrich_addr)?;
     println_gateway(&cfg, gateway_addr)?;
 
+    let result = wait_for_services(&mut services, &shutdown).await;
+    if let Some(e) = emulator {
+        e.shutdown().await;
+    }
+    result
+}
+
+/// Waits for a signal or for a service to end on its own (a crash: then the others stop too),
+/// then for every service to finish. The first failure is the result.
+async fn wait_for_services(
+    services: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let first = tokio::select! {
         biased;
         _ = shutdown.cancelled() => None,
@@ -224,10 +207,37 @@ async fn run_services(mut cfg: Config, args: &DevArgs, shutdown: CancellationTok
         tracing::error!(error = %format!("{e:#}"), "a service failed while stopping");
         failure.get_or_insert(e);
     }
-    if let Some(e) = emulator {
-        e.shutdown().await;
-    }
     failure.map_or(Ok(()), Err)
+}
+
+/// The emulator plays Meta: its webhooks go to ingest, signed with ingest's secret, and the
+/// Graph API client talks to it.
+async fn start_emulator(cfg: &mut Config, ingest_addr: SocketAddr) -> anyhow::Result<igrelay_emulator::EmulatorHandle> {
+    let mut em = cfg.emulator.clone();
+    if em.webhooks.callback_url.is_none() {
+        em.webhooks.callback_url = Some(format!("http://{ingest_addr}{}", cfg.ingest.path));
+    }
+    if let Some(secret) = cfg.ingest.app_secrets.first() {
+        em.app_secret = secret.expose().to_owned();
+    }
+    em.verify_token = cfg.ingest.verify_token.expose().to_owned();
+    let dev_default = em.listen == igrelay_emulator::EmulatorConfig::default().listen;
+    let handle = match igrelay_emulator::spawn(em.clone()).await {
+        Ok(h) => h,
+        // The laptop default may be taken (another dev running): any free port will do.
+        Err(e) if dev_default => {
+            tracing::warn!(error = %e, "the emulator's default port is busy; it takes a free one");
+            igrelay_emulator::spawn(igrelay_emulator::EmulatorConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..em
+            })
+            .await?
+        }
+        Err(e) => return Err(e.context("emulator.listen")),
+    };
+    cfg.graph.instagram_base_url = handle.base_url.clone();
+    cfg.graph.facebook_base_url = handle.base_url.clone();
+    Ok(handle)
 }
 
 async fn named(
