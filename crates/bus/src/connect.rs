@@ -193,7 +193,10 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<async_nats::Client, BusError
             async_nats::ConnectErrorKind::AuthorizationViolation | async_nats::ConnectErrorKind::Authentication => {
                 return Err(BusError::Auth { url, method: cfg.auth_method(), source: e });
             }
-            async_nats::ConnectErrorKind::Tls | async_nats::ConnectErrorKind::ServerParse => {
+            async_nats::ConnectErrorKind::Tls => return Err(BusError::Tls { url, source: e }),
+            // A certificate the client does not trust comes as an I/O error with invalid data.
+            async_nats::ConnectErrorKind::Io if is_invalid_data(&e) => return Err(BusError::Tls { url, source: e }),
+            async_nats::ConnectErrorKind::ServerParse => {
                 return Err(BusError::Connect { url, source: e });
             }
             _ => tracing::warn!(%url, error = %e, "NATS not reachable yet; retrying in the background"),
@@ -204,6 +207,12 @@ pub async fn connect(cfg: &ConnectConfig) -> Result<async_nats::Client, BusError
         .connect(&cfg.url)
         .await
         .map_err(|source| BusError::Connect { url, source })
+}
+
+fn is_invalid_data(e: &async_nats::ConnectError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
 }
 
 /// Reconnect, timeout and event-logging behaviour every connection shares.

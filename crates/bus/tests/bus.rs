@@ -363,3 +363,39 @@ async fn connects_with_user_password_or_token_and_names_refused_credentials() {
     let e = igrelay_bus::connect(&both).await.unwrap_err().to_string();
     assert!(e.contains("only one of"), "{e}");
 }
+
+#[tokio::test]
+async fn connects_over_tls_with_the_configured_ca_and_refuses_an_unknown_one() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let (cert, key) = (dir.join("server.pem"), dir.join("server-key.pem"));
+    let server = igrelay_bus::local_server::LocalNatsServer::start_with_args(&[
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ])
+    .unwrap();
+    let good = igrelay_bus::ConnectConfig {
+        url: server.url(),
+        tls_ca_file: Some(dir.join("ca.pem")),
+        require_tls: true,
+        ..Default::default()
+    };
+    let client = igrelay_bus::connect(&good).await.unwrap();
+    client.publish("x", Bytes::from_static(b"1")).await.unwrap();
+    client.flush().await.unwrap();
+
+    // Without the CA the server's certificate is not trusted: an error at once, not retries.
+    let unknown = igrelay_bus::ConnectConfig { tls_ca_file: None, ..good.clone() };
+    let e = tokio::time::timeout(Duration::from_secs(10), igrelay_bus::connect(&unknown))
+        .await
+        .expect("a TLS failure is an error at once")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("TLS with NATS") && e.contains("nats.tls_ca_file"), "{e}");
+
+    let missing = igrelay_bus::ConnectConfig { tls_ca_file: Some(dir.join("nope.pem")), ..good };
+    let e = igrelay_bus::connect(&missing).await.unwrap_err().to_string();
+    assert!(e.contains("nats.tls_ca_file") && e.contains("does not exist"), "{e}");
+}
