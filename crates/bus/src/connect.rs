@@ -9,7 +9,7 @@ use crate::BusError;
 
 /// How a service connects to NATS. Production NATS always has auth: set one of `creds_file`,
 /// `nkey_seed_file`, `user` + `password` or `token`, and TLS when the network is not private.
-#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectConfig {
     /// NATS server URL(s), comma separated. Credentials in a URL (`nats://user:pass@host`) work
@@ -59,6 +59,27 @@ impl Default for ConnectConfig {
             tls_key_file: None,
             require_tls: false,
         }
+    }
+}
+
+/// Like the derived one, with the URLs' credentials redacted (the secrets redact themselves).
+impl std::fmt::Debug for ConnectConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectConfig")
+            .field("url", &self.display_url())
+            .field("name", &self.name)
+            .field("max_reconnect_delay", &self.max_reconnect_delay)
+            .field("request_timeout", &self.request_timeout)
+            .field("creds_file", &self.creds_file)
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("token", &self.token)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("require_tls", &self.require_tls)
+            .finish()
     }
 }
 
@@ -309,5 +330,19 @@ pub mod humantime_ms {
             assert!(super::parse("5 parsecs").is_err());
             assert!(super::parse("").is_err());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_lose_their_credentials() {
+        use super::{ConnectConfig, redact_urls};
+        assert_eq!(redact_urls("nats://a:b@h:4222"), "nats://<redacted>@h:4222");
+        assert_eq!(redact_urls("nats://tok@h:1, tls://h2:2"), "nats://<redacted>@h:1,tls://h2:2");
+        assert_eq!(redact_urls("u:p@h:4222"), "<redacted>@h:4222");
+        assert_eq!(redact_urls("nats://h:4222"), "nats://h:4222");
+        let cfg = ConnectConfig { url: "nats://a:pw@h:1".into(), ..Default::default() };
+        assert!(!format!("{cfg:?}").contains("pw"), "{cfg:?}");
     }
 }
