@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use igrelay_e2e::{Running, free_port};
+use igrelay_e2e::{Running, logged_addr};
 use igrelay_testkit::http;
 use igrelay_testkit::{Nats, webhook};
 
@@ -23,18 +23,20 @@ async fn wait_ready(client: &http::HttpClient, base: &str) {
 #[tokio::test]
 async fn ingest_binary_stores_a_signed_webhook_and_stops_cleanly_on_sigterm() {
     let nats = Nats::start().await.unwrap();
-    let port = free_port().unwrap();
+    // Port 0, read back from the log: a port picked beforehand may be taken by then.
     let mut igrelay = Running::start(
         &["ingest"],
         &[
             ("IGRELAY_NATS__URL", nats.url()),
-            ("IGRELAY_INGEST__LISTEN", format!("127.0.0.1:{port}")),
+            ("IGRELAY_INGEST__LISTEN", "127.0.0.1:0".into()),
             ("IGRELAY_INGEST__VERIFY_TOKEN", "vt".into()),
             ("IGRELAY_INGEST__APP_SECRETS", format!("[\"{SECRET}\"]")),
+            ("RUST_LOG", "warn,igrelay_ingest=info".into()),
         ],
     )
     .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let line = igrelay.log_containing("ingest listening", Duration::from_secs(30)).expect("ingest logs its address");
+    let base = format!("http://{}", logged_addr(&line).expect("an addr field"));
     let client = http::client();
     wait_ready(&client, &base).await;
 
@@ -76,19 +78,7 @@ async fn invalid_configuration_names_the_key() {
 #[tokio::test]
 async fn dev_starts_nats_and_ingest_and_prints_the_urls() {
     let store = tempfile::tempdir().unwrap();
-    let mut dev = Running::start(
-        &[
-            "dev",
-            "--nats-port",
-            "0",
-            "--nats-store",
-            store.path().to_str().unwrap(),
-            "--set",
-            "ingest.listen=\"127.0.0.1:0\"",
-        ],
-        &[],
-    )
-    .unwrap();
+    let mut dev = start_dev(store.path(), &[], &[]);
     let line = dev.line_containing("webhook callback", Duration::from_secs(30)).expect("dev prints the webhook URL");
     let url = line.split_whitespace().last().unwrap().to_owned();
     assert!(
@@ -112,5 +102,105 @@ async fn dev_starts_nats_and_ingest_and_prints_the_urls() {
     .await
     .unwrap();
     assert_eq!(challenge.text(), "42");
+    let dispatch = dev.line_containing("dispatch ", Duration::from_secs(5)).expect("dev prints dispatch's address");
+    let dispatch = dispatch.split_whitespace().nth(1).unwrap().trim_end_matches("/readyz").to_owned();
+    wait_ready(&client, &dispatch).await;
+    let emulator = dev.line_containing("graph API emulator", Duration::from_secs(5)).expect("dev prints the emulator");
+    let emulator = emulator.split_whitespace().nth(3).unwrap().to_owned();
+    // Every listener took the free port asked for, none a fixed laptop port.
+    for addr in [&base, &dispatch, &emulator] {
+        let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+        assert!(![8080, 8081, 8082, 8089, 50051].contains(&port), "{addr} is a fixed port");
+    }
     assert_eq!(dev.terminate(Duration::from_secs(15)).unwrap(), Some(0));
+}
+
+/// `igrelay dev` with every listener on a free port (nothing fixed that another test or a
+/// running dev could hold).
+fn start_dev(store: &std::path::Path, extra: &[&str], env: &[(&str, String)]) -> Running {
+    let sets: Vec<String> = ["ingest.listen", "dispatch.listen", "enrich.listen", "gateway.listen", "emulator.listen"]
+        .iter()
+        .map(|key| format!("{key}=\"127.0.0.1:0\""))
+        .collect();
+    let mut args = vec!["dev", "--nats-port", "0", "--nats-store", store.to_str().unwrap()];
+    for set in &sets {
+        args.push("--set");
+        args.push(set);
+    }
+    args.extend_from_slice(extra);
+    Running::start(&args, env).unwrap()
+}
+
+#[tokio::test]
+async fn dev_exits_non_zero_naming_a_service_that_crashed() {
+    let store = tempfile::tempdir().unwrap();
+    // The gateway's ops port is taken: the gateway fails once NATS is up; the rest would run.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ops = format!("gateway.ops_listen=\"{}\"", taken.local_addr().unwrap());
+    let mut dev = start_dev(store.path(), &["--set", &ops], &[]);
+    let code = dev.wait_exit(Duration::from_secs(60)).expect("dev exits when a service crashes");
+    assert_ne!(code, Some(0));
+    let named = dev.log_containing("gateway failed", Duration::from_secs(5));
+    assert!(named.is_some(), "the error names the service");
+}
+
+#[tokio::test]
+async fn dev_stops_its_nats_server_on_a_second_signal() {
+    let store = tempfile::tempdir().unwrap();
+    let mut dev = start_dev(store.path(), &[], &[("RUST_LOG", "warn,igrelay_runtime=info".into())]);
+    let nats = dev.line_containing("NATS ", Duration::from_secs(30)).expect("dev prints the NATS URL");
+    let nats_addr = nats.split_whitespace().last().unwrap().trim_start_matches("nats://").to_owned();
+    dev.line_containing("gRPC gateway", Duration::from_secs(30)).expect("dev is up");
+    assert!(std::net::TcpStream::connect(&nats_addr).is_ok(), "its nats-server runs");
+
+    dev.signal_term().unwrap();
+    dev.log_containing("shutdown requested", Duration::from_secs(10)).expect("the first signal is seen");
+    // The second may find dev already gone (a graceful stop is quick): either way, no
+    // nats-server may be left behind.
+    let _ = dev.signal_term();
+    let code = dev.wait_exit(Duration::from_secs(30)).unwrap();
+    assert!(matches!(code, Some(0) | Some(130)), "{code:?}");
+    let mut closed = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&nats_addr).is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the nats-server dev started at {nats_addr} still runs");
+}
+
+#[tokio::test]
+async fn config_output_never_shows_a_secret() {
+    let key = "c2VjcmV0LXRva2VuLWtleS1ieXRlcy0zMi1ieXRlcyE=";
+    let out = std::process::Command::new(igrelay_e2e::igrelay_bin().unwrap())
+        .args(["config"])
+        .env("IGRELAY_ACCOUNTS__TOKEN_KEYS", format!("[{{id=\"k1\",key=\"{key}\"}}]"))
+        .env("IGRELAY_NATS__URL", "nats://relay:nats-url-password@nats:4222")
+        .env("IGRELAY_NATS__PASSWORD", "nats-password")
+        .env("IGRELAY_NATS__USER", "relay")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("id = \"k1\""), "the key is there: {stdout}");
+    for secret in [key, "c2VjcmV0", "nats-url-password", "nats-password"] {
+        assert!(!stdout.contains(secret), "{secret} shown:\n{stdout}");
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_secret_in_the_environment_is_named_never_echoed() {
+    // Wrongly quoted: the closing quote and bracket are missing.
+    let out = std::process::Command::new(igrelay_e2e::igrelay_bin().unwrap())
+        .args(["config"])
+        .env("IGRELAY_ACCOUNTS__TOKEN_KEYS", "[{id=\"k1\",key=\"c2VjcmV0LWtleS1ieXRlcw==")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Named as the variable is: ACCOUNTS.TOKEN_KEYS in IGRELAY_ environment variable(s).
+    assert!(stderr.contains("TOKEN_KEYS") && stderr.contains("IGRELAY_"), "{stderr}");
+    assert!(!stderr.contains("c2VjcmV0"), "{stderr}");
 }

@@ -1,6 +1,6 @@
 //! Helpers for the end-to-end tests: find and run the real `igrelay` binary.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -24,18 +24,20 @@ pub fn igrelay_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-/// A running igrelay process whose stdout lines are collected; killed on drop.
+/// A running igrelay process whose stdout and stderr (logs) lines are collected; killed on
+/// drop. Log lines are also copied to the test's stderr.
 #[derive(Debug)]
 pub struct Running {
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    logs: mpsc::Receiver<String>,
 }
 
 impl Running {
     /// Starts `igrelay <args>` with `env` added to the environment.
     pub fn start(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(igrelay_bin()?);
-        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).env("RUST_LOG", "warn");
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("RUST_LOG", "warn");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -48,20 +50,45 @@ impl Running {
                 }
             });
         }
-        Ok(Self { child, lines })
+        let (tx, logs) = mpsc::channel();
+        if let Some(err) = child.stderr.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Ok(Self { child, lines, logs })
+    }
+
+    /// The next stderr (log) line containing `needle`, waiting at most `timeout`.
+    pub fn log_containing(&self, needle: &str, timeout: Duration) -> Option<String> {
+        next_containing(&self.logs, needle, timeout)
+    }
+
+    /// The process's exit code once it exits on its own, waiting at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        anyhow::bail!("igrelay did not exit within {timeout:?}")
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) -> anyhow::Result<()> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {} failed", self.child.id());
+        Ok(())
     }
 
     /// The next stdout line containing `needle`, waiting at most `timeout`.
     pub fn line_containing(&self, needle: &str, timeout: Duration) -> Option<String> {
-        let deadline = std::time::Instant::now() + timeout;
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return Some(line),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
+        next_containing(&self.lines, needle, timeout)
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit code.
@@ -83,6 +110,26 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn next_containing(lines: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> Option<String> {
+    let deadline = std::time::Instant::now() + timeout;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return Some(line),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// The address a service logged it listens on: the `addr` field of its JSON log line whose
+/// message is `message` (e.g. "ingest listening"), so a test can bind port 0 and read the port
+/// back instead of picking a port that someone else may take meanwhile.
+pub fn logged_addr(line: &str) -> Option<std::net::SocketAddr> {
+    let at = line.find("\"addr\":\"")? + 8;
+    line[at..].split('"').next()?.parse().ok()
 }
 
 /// A free loopback port.

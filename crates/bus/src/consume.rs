@@ -5,17 +5,20 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use bytes::Bytes;
 use futures::StreamExt;
 use opentelemetry::Context;
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::topology::StreamDef;
 use crate::{
-    BusError, DLQ_DELIVERED_HEADER, DLQ_REASON_HEADER, DLQ_STREAM_SEQ_HEADER, DLQ_SUBJECT_HEADER, subjects, trace,
+    BusError, DLQ_DELIVERED_HEADER, DLQ_MSG_ID_HEADER, DLQ_REASON_HEADER, DLQ_STREAM_SEQ_HEADER, DLQ_SUBJECT_HEADER,
+    subjects, trace,
 };
 
 /// A durable pull consumer.
@@ -226,13 +229,32 @@ pub async fn dead_letter(
 ) {
     tracing::error!(subject = %msg.subject, %reason, "dead-lettering message");
     let mut headers = msg.headers.clone().unwrap_or_default();
-    // The original id would be deduplicated against nothing useful in the DLQ stream; keep it
-    // under another name for correlation.
+    // The original id stays under another name for correlation. Reused as the dead letter's
+    // own id it would make the DLQ stream drop a second dead letter of the same message (another
+    // consumer's, or for another reason) as a duplicate.
+    if let Some(original) = headers.get(NATS_MESSAGE_ID).cloned() {
+        headers.insert(DLQ_MSG_ID_HEADER, original);
+    }
     headers.insert(DLQ_REASON_HEADER, sanitize_header(reason).as_str());
     headers.insert(DLQ_SUBJECT_HEADER, msg.subject.as_str());
     headers.insert(DLQ_DELIVERED_HEADER, delivered.to_string().as_str());
-    if let Ok(info) = msg.info() {
-        headers.insert(DLQ_STREAM_SEQ_HEADER, info.stream_sequence.to_string().as_str());
+    match msg.info() {
+        Ok(info) => {
+            headers.insert(DLQ_STREAM_SEQ_HEADER, info.stream_sequence.to_string().as_str());
+            // A retried dead-letter publish has the same id and is stored once.
+            headers.insert(NATS_MESSAGE_ID, dead_letter_id(info.stream, info.consumer, info.stream_sequence, reason));
+        }
+        Err(_) => {
+            // No stream sequence (not a JetStream delivery): the content is what identifies it.
+            let mut digest = Sha256::new();
+            for part in [msg.subject.as_bytes(), reason.as_bytes(), &msg.payload[..]] {
+                digest.update((part.len() as u64).to_be_bytes());
+                digest.update(part);
+            }
+            let mut id = String::from("dlq:");
+            igrelay_core::ids::push_hex(&mut id, &digest.finalize()[..16]);
+            headers.insert(NATS_MESSAGE_ID, id);
+        }
     }
     let stored = match js.publish_with_headers(dlq_subject.to_owned(), headers, msg.payload.clone()).await {
         Ok(ack) => ack.await.is_ok(),
@@ -248,6 +270,15 @@ pub async fn dead_letter(
     }
 }
 
+/// The `Nats-Msg-Id` of a dead letter: one per (stream, consumer, stream sequence, reason), so
+/// distinct dead letters are never deduplicated into one and a retried publish of the same one
+/// is.
+pub fn dead_letter_id(stream: &str, consumer: &str, stream_sequence: u64, reason: &str) -> String {
+    let mut id = format!("dlq:{stream}:{consumer}:{stream_sequence}:");
+    igrelay_core::ids::push_hex(&mut id, &Sha256::digest(reason.as_bytes())[..16]);
+    id
+}
+
 /// Header values may not contain CR or LF.
 fn sanitize_header(s: &str) -> String {
     s.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect()
@@ -256,4 +287,19 @@ fn sanitize_header(s: &str) -> String {
 /// The parent context of a delivery, for handlers that start their own spans.
 pub fn parent_context(delivery: &Delivery) -> Option<Context> {
     trace::extract(&delivery.headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dead_letter_id;
+
+    #[test]
+    fn dead_letter_ids_are_stable_and_distinct() {
+        let id = dead_letter_id("IGRELAY_EVENTS", "enrich", 42, "cannot decode");
+        assert_eq!(id, dead_letter_id("IGRELAY_EVENTS", "enrich", 42, "cannot decode"), "a retry has the same id");
+        assert!(id.starts_with("dlq:IGRELAY_EVENTS:enrich:42:") && id.len() == 29 + 32, "{id}");
+        assert_ne!(id, dead_letter_id("IGRELAY_EVENTS", "enrich", 42, "gave up after 3 deliveries"));
+        assert_ne!(id, dead_letter_id("IGRELAY_EVENTS", "dispatch", 42, "cannot decode"));
+        assert_ne!(id, dead_letter_id("IGRELAY_EVENTS", "enrich", 43, "cannot decode"));
+    }
 }

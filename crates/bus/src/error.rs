@@ -5,6 +5,14 @@ use std::time::Duration;
 pub enum BusError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect { url: String, source: async_nats::ConnectError },
+    #[error("NATS at {url} refused our credentials ({source}); check {method}")]
+    Auth { url: String, method: &'static str, source: async_nats::ConnectError },
+    #[error(
+        "TLS with NATS at {url} failed ({source}); check nats.tls_ca_file (the CA that signed the server's certificate), nats.tls_cert_file/tls_key_file and nats.require_tls"
+    )]
+    Tls { url: String, source: async_nats::ConnectError },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("cannot create or update stream {stream}: {source}")]
     Stream { stream: String, source: async_nats::jetstream::context::CreateStreamError },
     #[error("cannot create or update KV bucket {bucket}: {source}")]

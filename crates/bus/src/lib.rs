@@ -40,3 +40,5 @@ pub const DLQ_REASON_HEADER: &str = "Igrelay-Dlq-Reason";
 pub const DLQ_SUBJECT_HEADER: &str = "Igrelay-Dlq-Subject";
 pub const DLQ_STREAM_SEQ_HEADER: &str = "Igrelay-Dlq-Stream-Seq";
 pub const DLQ_DELIVERED_HEADER: &str = "Igrelay-Dlq-Delivered";
+/// The dead-lettered message's own `Nats-Msg-Id` (the dead letter has an id of its own).
+pub const DLQ_MSG_ID_HEADER: &str = "Igrelay-Dlq-Msg-Id";

@@ -25,6 +25,8 @@ pub enum LocalServerError {
     NotReady(Duration, String),
     #[error("cannot create a store directory: {0}")]
     Store(std::io::Error),
+    #[error("cannot write the server's configuration file: {0}")]
+    Config(std::io::Error),
 }
 
 /// Finds the nats-server binary: `$IGRELAY_NATS_SERVER`, then `<repo>/.tools/bin/nats-server`,
@@ -71,15 +73,29 @@ pub struct LocalNatsServer {
     store: PathBuf,
     /// Removed on drop when we created it.
     owned_store: Option<PathBuf>,
+    /// Further nats-server arguments (auth, a config file: `--user u --pass p`, `-c file`).
+    extra_args: Vec<String>,
 }
 
 impl LocalNatsServer {
     /// Starts a server on a free port with a fresh temporary store.
     pub fn start() -> Result<Self, LocalServerError> {
+        Self::start_with_args(&[])
+    }
+
+    /// Like [`start`](Self::start) with further nats-server arguments, e.g.
+    /// `["--user", "u", "--pass", "p"]`, `["--auth", "token"]` or `["--tls", …]`.
+    pub fn start_with_args(args: &[&str]) -> Result<Self, LocalServerError> {
         let store = std::env::temp_dir().join(format!("igrelay-nats-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&store).map_err(LocalServerError::Store)?;
-        let mut server =
-            Self { bin: find_binary()?, child: None, port: 0, store: store.clone(), owned_store: Some(store) };
+        let mut server = Self {
+            bin: find_binary()?,
+            child: None,
+            port: 0,
+            store: store.clone(),
+            owned_store: Some(store),
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+        };
         server.spawn()?;
         Ok(server)
     }
@@ -87,7 +103,8 @@ impl LocalNatsServer {
     /// Starts a server on `port` (0 = any) keeping its store in `store`, which survives.
     pub fn start_with(port: u16, store: PathBuf) -> Result<Self, LocalServerError> {
         std::fs::create_dir_all(&store).map_err(LocalServerError::Store)?;
-        let mut server = Self { bin: find_binary()?, child: None, port, store, owned_store: None };
+        let mut server =
+            Self { bin: find_binary()?, child: None, port, store, owned_store: None, extra_args: Vec::new() };
         server.spawn()?;
         Ok(server)
     }
@@ -120,9 +137,19 @@ impl LocalNatsServer {
 
     fn spawn(&mut self) -> Result<(), LocalServerError> {
         let port = if self.port == 0 { "-1".to_string() } else { self.port.to_string() };
+        // By default nats-server lets JetStream reserve at most 75% of the free disk, and the
+        // streams reserve their max_bytes (10 GiB for events): on a fuller disk every stream
+        // creation fails with "insufficient storage resources". A local server's streams never
+        // come near their limits, so the limit is lifted.
+        let conf = self.store.join("igrelay-local.conf");
+        std::fs::write(&conf, "jetstream {\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}\n")
+            .map_err(LocalServerError::Config)?;
         let mut child = Command::new(&self.bin)
-            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", &port, "-js", "-c"])
+            .arg(&conf)
+            .arg("-sd")
             .arg(&self.store)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -245,3 +245,157 @@ async fn shutdown_finishes_the_current_message_and_hands_back_the_rest() {
     all.dedup();
     assert_eq!(all.len(), 20, "every message handled by one replica or the other: {all:?}");
 }
+
+/// Runs a consumer that rejects every message with `reason` until `n` dead letters are stored.
+async fn reject_all(nats: &Nats, durable: &str, reason: &'static str, dead_letters: u64) {
+    let shutdown = CancellationToken::new();
+    let def = ConsumerDef::new(StreamDef::Events, durable);
+    let js = nats.js.clone();
+    let task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            run_consumer(
+                &js,
+                &def,
+                move |_| async move { Err(HandlerError::Reject { reason: reason.into() }) },
+                shutdown,
+            )
+            .await
+        })
+    };
+    for _ in 0..100 {
+        if igrelay_testkit::events::count(&nats.js, "IGRELAY_DLQ").await.unwrap_or(0) >= dead_letters {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn dead_letters_of_one_message_are_never_deduplicated_into_one() {
+    let nats = Nats::start().await.unwrap();
+    nats.ensure_streams().await.unwrap();
+    let publisher = Publisher::new(nats.js.clone());
+    publisher.publish(msg("evt-1", "poison"), &opentelemetry::Context::new(), Duration::from_secs(2)).await.unwrap();
+
+    // Two consumers of the same stream both give up on the same message.
+    reject_all(&nats, "first", "cannot decode", 1).await;
+    reject_all(&nats, "second", "cannot decode", 2).await;
+    let mut stream = nats.js.get_stream("IGRELAY_DLQ").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 2, "one dead letter per consumer");
+    let a = stream.get_raw_message(1).await.unwrap().headers;
+    let b = stream.get_raw_message(2).await.unwrap().headers;
+    assert_ne!(a.get("Nats-Msg-Id"), b.get("Nats-Msg-Id"));
+    assert_eq!(a.get("Igrelay-Dlq-Msg-Id").unwrap().as_str(), "evt-1", "the original id is kept for correlation");
+
+    // A retried publish of the same dead letter is stored once.
+    let id = igrelay_bus::consume::dead_letter_id("IGRELAY_EVENTS", "first", 1, "cannot decode");
+    assert_eq!(a.get("Nats-Msg-Id").unwrap().as_str(), id);
+    let mut again = async_nats::HeaderMap::new();
+    again.insert("Nats-Msg-Id", id.as_str());
+    let ack = nats
+        .js
+        .publish_with_headers("ig.v1.dlq.IGRELAY_EVENTS.first", again, Bytes::from_static(b"poison"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(ack.duplicate);
+}
+
+#[tokio::test]
+async fn connects_with_user_password_or_token_and_names_refused_credentials() {
+    let server =
+        igrelay_bus::local_server::LocalNatsServer::start_with_args(&["--user", "relay", "--pass", "s3cret-pass"])
+            .unwrap();
+    let good = igrelay_bus::ConnectConfig {
+        url: server.url(),
+        user: "relay".into(),
+        password: igrelay_runtime::Secret::new("s3cret-pass"),
+        ..Default::default()
+    };
+    let client = igrelay_bus::connect(&good).await.unwrap();
+    client.publish("x", Bytes::from_static(b"1")).await.unwrap();
+    client.flush().await.unwrap();
+
+    let wrong = igrelay_bus::ConnectConfig { password: igrelay_runtime::Secret::new("wrong-pass"), ..good.clone() };
+    let e = tokio::time::timeout(Duration::from_secs(10), igrelay_bus::connect(&wrong))
+        .await
+        .expect("refused credentials are an error at once, not a retry forever")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("refused our credentials") && e.contains("nats.user/nats.password"), "{e}");
+    assert!(!e.contains("wrong-pass"), "{e}");
+    // Credentials in the URL are redacted from the error too.
+    let in_url = igrelay_bus::ConnectConfig {
+        url: server.url().replace("nats://", "nats://relay:url-pass@"),
+        ..Default::default()
+    };
+    let e = igrelay_bus::connect(&in_url).await.unwrap_err().to_string();
+    assert!(e.contains("<redacted>@127.0.0.1") && !e.contains("url-pass"), "{e}");
+
+    let token_server =
+        igrelay_bus::local_server::LocalNatsServer::start_with_args(&["--auth", "s3cret-token"]).unwrap();
+    let good = igrelay_bus::ConnectConfig {
+        url: token_server.url(),
+        token: igrelay_runtime::Secret::new("s3cret-token"),
+        ..Default::default()
+    };
+    let client = igrelay_bus::connect(&good).await.unwrap();
+    client.flush().await.unwrap();
+    let none = igrelay_bus::ConnectConfig { url: token_server.url(), ..Default::default() };
+    let e = igrelay_bus::connect(&none).await.unwrap_err().to_string();
+    assert!(e.contains("refused our credentials") && e.contains("none configured"), "{e}");
+    let wrong = igrelay_bus::ConnectConfig { token: igrelay_runtime::Secret::new("nope"), ..good };
+    let e = igrelay_bus::connect(&wrong).await.unwrap_err().to_string();
+    assert!(e.contains("nats.token"), "{e}");
+
+    // Two ways at once cannot both be meant.
+    let both = igrelay_bus::ConnectConfig {
+        url: token_server.url(),
+        user: "relay".into(),
+        password: igrelay_runtime::Secret::new("p"),
+        token: igrelay_runtime::Secret::new("t"),
+        ..Default::default()
+    };
+    let e = igrelay_bus::connect(&both).await.unwrap_err().to_string();
+    assert!(e.contains("only one of"), "{e}");
+}
+
+#[tokio::test]
+async fn connects_over_tls_with_the_configured_ca_and_refuses_an_unknown_one() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let (cert, key) = (dir.join("server.pem"), dir.join("server-key.pem"));
+    let server = igrelay_bus::local_server::LocalNatsServer::start_with_args(&[
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ])
+    .unwrap();
+    let good = igrelay_bus::ConnectConfig {
+        url: server.url(),
+        tls_ca_file: Some(dir.join("ca.pem")),
+        require_tls: true,
+        ..Default::default()
+    };
+    let client = igrelay_bus::connect(&good).await.unwrap();
+    client.publish("x", Bytes::from_static(b"1")).await.unwrap();
+    client.flush().await.unwrap();
+
+    // Without the CA the server's certificate is not trusted: an error at once, not retries.
+    let unknown = igrelay_bus::ConnectConfig { tls_ca_file: None, ..good.clone() };
+    let e = tokio::time::timeout(Duration::from_secs(10), igrelay_bus::connect(&unknown))
+        .await
+        .expect("a TLS failure is an error at once")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("TLS with NATS") && e.contains("nats.tls_ca_file"), "{e}");
+
+    let missing = igrelay_bus::ConnectConfig { tls_ca_file: Some(dir.join("nope.pem")), ..good };
+    let e = igrelay_bus::connect(&missing).await.unwrap_err().to_string();
+    assert!(e.contains("nats.tls_ca_file") && e.contains("does not exist"), "{e}");
+}

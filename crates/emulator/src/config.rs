@@ -105,10 +105,13 @@ pub struct AccountSeed {
     pub username: String,
     pub page_id: String,
     /// Instagram User token (Instagram Login host).
+    #[serde(serialize_with = "redacted")]
     pub token: String,
     /// Page token (Facebook Login host).
+    #[serde(serialize_with = "redacted")]
     pub page_token: String,
     /// Facebook User token (for `/me/accounts`).
+    #[serde(serialize_with = "redacted")]
     pub user_token: String,
     pub followers: u64,
 }
@@ -133,9 +136,11 @@ impl Default for AccountSeed {
 pub struct EmulatorConfig {
     pub listen: SocketAddr,
     /// Signs webhooks (`X-Hub-Signature-256`) and checks `appsecret_proof`.
+    #[serde(serialize_with = "redacted")]
     pub app_secret: String,
     /// Sent in the GET handshake (`POST /_admin/webhook/verify`), as Meta does when a callback
     /// URL is configured.
+    #[serde(serialize_with = "redacted")]
     pub verify_token: String,
     pub app_id: String,
     pub app_name: String,
@@ -183,4 +188,9 @@ impl EmulatorConfig {
             ..Self::default()
         }
     }
+}
+
+/// The emulator's secrets show as `<redacted>` in `igrelay config` like every other secret.
+fn redacted<S: serde::Serializer>(value: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if value.is_empty() { "" } else { "<redacted>" })
 }

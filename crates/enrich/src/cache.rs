@@ -2,7 +2,8 @@
 //! `p.<account>.<igsid>` holds a [`CachedProfile`] (a profile or a remembered refusal, with its
 //! own expiry, because the bucket's age limit is one day for every key), `c.<account>.<igsid>`
 //! a [`UserConsent`], `l.<account>.<igsid>` marks a look-up in progress on some replica (its
-//! value: the claim time, ms, big-endian). Messaging windows (`w.<account>.<igsid>` in `igrelay_windows`, written by
+//! value: the claim time, ms, big-endian), `f.<igsid>` is written by every forget of the user
+//! (its value: the time, ms, big-endian) and guards look-ups in flight ([`WriteGuard`]). Messaging windows (`w.<account>.<igsid>` in `igrelay_windows`, written by
 //! dispatch) are only ever purged from here.
 //!
 //! Each process keeps a copy of the entries it read or wrote, kept current by a watch on the
@@ -56,6 +57,21 @@ fn consent_key(account: &str, igsid: &str) -> String {
 
 fn claim_key(account: &str, igsid: &str) -> String {
     format!("l.{account}.{igsid}")
+}
+
+/// Written by every forget of the user (any replica) before it purges: a look-up that began
+/// before must not cache its answer.
+fn forget_key(igsid: &str) -> String {
+    format!("f.{igsid}")
+}
+
+/// What a look-up saw before it called Meta: the revision of the user's forget marker and of
+/// its cache entry. Its answer is cached only if neither changed meanwhile, whichever replica
+/// forgot the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteGuard {
+    forgotten: u64,
+    entry: u64,
 }
 
 fn expiry(ttl: Duration) -> prost_types::Timestamp {
@@ -115,8 +131,8 @@ impl ProfileCache {
     }
 
     fn apply(&self, entry: &kv::Entry) {
-        if entry.key.starts_with("l.") {
-            // Look-up claims are never cached locally.
+        if entry.key.starts_with("l.") || entry.key.starts_with("f.") {
+            // Look-up claims and forget markers are never cached locally.
         } else if entry.operation != kv::Operation::Put {
             self.local().remove(&entry.key);
         } else if entry.key.starts_with("c.") {
@@ -146,16 +162,34 @@ impl ProfileCache {
         Ok((expires > now).then_some(cached))
     }
 
-    pub async fn put_profile(&self, profile: &UserProfile, ttl: Duration) -> anyhow::Result<()> {
+    /// Taken before a look-up calls Meta; see [`WriteGuard`].
+    pub async fn guard(&self, account: &str, igsid: &str) -> anyhow::Result<WriteGuard> {
+        Ok(WriteGuard {
+            forgotten: self.revision(&forget_key(igsid)).await?,
+            entry: self.revision(&profile_key(account, igsid)).await?,
+        })
+    }
+
+    /// The key's last revision, a delete or purge included; 0 when it never existed.
+    async fn revision(&self, key: &str) -> anyhow::Result<u64> {
+        Ok(self.profiles.entry(key).await?.map_or(0, |e| e.revision))
+    }
+
+    /// Caches a profile unless the user was forgotten (or the entry changed) since `guard`.
+    /// `false`: not written.
+    pub async fn put_profile(&self, profile: &UserProfile, ttl: Duration, guard: WriteGuard) -> anyhow::Result<bool> {
         let entry =
             CachedProfile { profile: Some(profile.clone()), expires_time: Some(expiry(ttl)), ..Default::default() };
         let key = profile_key(&profile.account_id, &profile.igsid);
-        self.profiles.put(key.as_str(), Bytes::from(entry.encode_to_vec())).await?;
+        if !self.put_guarded(&key, &profile.igsid, entry, guard).await? {
+            return Ok(false);
+        }
         let expires = igrelay_core::time::now_ms() + ttl.as_millis() as i64;
         self.remember(key, Local::Profile(Cached::Profile(profile.clone()), expires));
-        Ok(())
+        Ok(true)
     }
 
+    /// Remembers a refusal, under the same condition as [`put_profile`](Self::put_profile).
     pub async fn put_refusal(
         &self,
         account: &str,
@@ -163,7 +197,8 @@ impl ProfileCache {
         reason: NotEnrichedReason,
         detail: &str,
         ttl: Duration,
-    ) -> anyhow::Result<()> {
+        guard: WriteGuard,
+    ) -> anyhow::Result<bool> {
         let entry = CachedProfile {
             profile: None,
             negative_reason: reason as i32,
@@ -171,10 +206,31 @@ impl ProfileCache {
             expires_time: Some(expiry(ttl)),
         };
         let key = profile_key(account, igsid);
-        self.profiles.put(key.as_str(), Bytes::from(entry.encode_to_vec())).await?;
+        if !self.put_guarded(&key, igsid, entry, guard).await? {
+            return Ok(false);
+        }
         let expires = igrelay_core::time::now_ms() + ttl.as_millis() as i64;
         self.remember(key, Local::Profile(Cached::Refused { reason, detail: detail.to_owned() }, expires));
-        Ok(())
+        Ok(true)
+    }
+
+    /// A compare-and-set on the entry's revision: a forget purges the entry (whether it existed
+    /// or not) after writing its marker, so a look-up that raced it fails one check or the other.
+    async fn put_guarded(
+        &self,
+        key: &str,
+        igsid: &str,
+        entry: CachedProfile,
+        guard: WriteGuard,
+    ) -> anyhow::Result<bool> {
+        if self.revision(&forget_key(igsid)).await? != guard.forgotten {
+            return Ok(false);
+        }
+        match self.profiles.update(key, Bytes::from(entry.encode_to_vec()), guard.entry).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn has_consent(&self, account: &str, igsid: &str) -> anyhow::Result<bool> {
@@ -235,16 +291,24 @@ impl ProfileCache {
     }
 
     /// Purges every entry about `igsid` (for `account`, or every account): profile, consent,
-    /// messaging windows. Returns how many keys were purged. Lists the buckets' keys, which is
-    /// linear in their size: fine for the rare deletion request.
+    /// look-up claims, messaging windows. Returns how many keys were purged. Lists the buckets'
+    /// keys, which is linear in their size: fine for the rare deletion request.
+    ///
+    /// First it marks the user forgotten, and it purges the profile entry of every account it
+    /// finds the user under even where none is cached yet: a look-up in flight on any replica
+    /// then cannot cache the user again ([`WriteGuard`]).
     pub async fn forget(&self, igsid: &str, account: Option<&str>) -> anyhow::Result<u32> {
+        let now = igrelay_core::time::now_ms();
+        self.profiles.put(forget_key(igsid), Bytes::copy_from_slice(&now.to_be_bytes())).await?;
         let mut purged = 0;
+        let mut accounts = std::collections::BTreeSet::new();
         for store in [&self.profiles, &self.windows] {
             let mut keys = store.keys().await?;
             let mut matching = Vec::new();
             while let Some(key) = keys.next().await {
                 let key = key?;
-                if key_is_about(&key, igsid, account) {
+                if let Some(acct) = account_if_about(&key, igsid, account) {
+                    accounts.insert(acct.to_owned());
                     matching.push(key);
                 }
             }
@@ -253,6 +317,15 @@ impl ProfileCache {
                 self.local().remove(&key);
                 purged += 1;
             }
+        }
+        if let Some(a) = account {
+            accounts.insert(a.to_owned());
+        }
+        for acct in accounts {
+            // Not counted: most were purged above; this one only moves the entry's revision.
+            let key = profile_key(&acct, igsid);
+            self.profiles.purge(&key).await?;
+            self.local().remove(&key);
         }
         Ok(purged)
     }
@@ -271,13 +344,18 @@ fn decode(bytes: Bytes) -> Option<(Cached, i64)> {
     Some((cached, expires))
 }
 
-/// Keys are `<prefix>.<account>.<igsid>`.
-fn key_is_about(key: &str, igsid: &str, account: Option<&str>) -> bool {
+/// Keys are `<prefix>.<account>.<igsid>`: the account, when the key is about the user.
+fn account_if_about<'a>(key: &'a str, igsid: &str, account: Option<&str>) -> Option<&'a str> {
     let mut parts = key.splitn(3, '.');
     let (Some(_), Some(acct), Some(user)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
+        return None;
     };
-    user == igsid && account.is_none_or(|a| a == acct)
+    (user == igsid && account.is_none_or(|a| a == acct)).then_some(acct)
+}
+
+#[cfg(test)]
+fn key_is_about(key: &str, igsid: &str, account: Option<&str>) -> bool {
+    account_if_about(key, igsid, account).is_some()
 }
 
 #[cfg(test)]
@@ -291,5 +369,6 @@ mod tests {
         assert!(!key_is_about("w.178.55", "55", Some("179")));
         assert!(!key_is_about("p.178.555", "55", None));
         assert!(!key_is_about("p.55", "55", None));
+        assert!(!key_is_about("f.55", "55", None), "the forget marker stays");
     }
 }

@@ -29,6 +29,9 @@ pub struct EnrichConfig {
     pub negative_ttl: Duration,
     /// Users processed at once (events of one user are always processed in order, one by one).
     pub concurrency: usize,
+    /// `ig.v1.req.profile` / `ig.v1.req.forget_user` requests handled at once by this process;
+    /// past that a request is answered at once with a "busy, retry" reply.
+    pub max_concurrent_requests: usize,
     /// Retries of a look-up that failed transiently (Meta's 1/2, 5xx, timeouts).
     pub lookup_retries: u32,
     /// Profile look-ups per second per account in this process (a token bucket; the burst is
@@ -69,6 +72,7 @@ impl Default for EnrichConfig {
             cache_ttl: Duration::from_secs(12 * 3600),
             negative_ttl: Duration::from_secs(3600),
             concurrency: 64,
+            max_concurrent_requests: 256,
             lookup_retries: 2,
             lookups_per_s: 20,
             usage_pause_percent: 90,
@@ -106,6 +110,9 @@ impl EnrichConfig {
         }
         if self.concurrency == 0 || self.concurrency > 4096 {
             return err("enrich.concurrency", "must be between 1 and 4096");
+        }
+        if self.max_concurrent_requests == 0 || self.max_concurrent_requests > 65_536 {
+            return err("enrich.max_concurrent_requests", "must be between 1 and 65536");
         }
         if self.lookups_per_s == 0 {
             return err("enrich.lookups_per_s", "must be at least 1");

@@ -111,9 +111,11 @@ pub fn response(code: &str, status_url: String, purged: &Result<u32, String>) ->
     }
 }
 
-/// Meta's confirmation codes are shown to the user: short, unguessable, safe as a KV key.
-pub fn new_code() -> String {
-    nuid::next().to_string()
+/// Meta's confirmation codes are shown to the user and open the status page: 128 random bits
+/// from the operating system (32 hex digits, safe as a KV key). A nuid would not do: it is
+/// unique, not unpredictable (consecutive ids share a prefix and count up).
+pub fn new_code() -> Result<String, getrandom::Error> {
+    igrelay_core::ids::random_id()
 }
 
 #[cfg(test)]
@@ -124,6 +126,21 @@ mod tests {
         let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload);
         let mac = hex::decode(igrelay_core::webhook::hmac_sha256_hex(secret.as_bytes(), p.as_bytes())).unwrap();
         format!("{}.{p}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    #[test]
+    fn confirmation_codes_are_128_random_bits() {
+        let codes: Vec<String> = (0..64).map(|_| new_code().unwrap()).collect();
+        for c in &codes {
+            assert_eq!(c.len(), 32, "{c}");
+            assert!(c.bytes().all(|b| b.is_ascii_hexdigit()), "{c}");
+        }
+        // Unpredictable, not merely unique: no two codes share a long prefix (a nuid's first
+        // 12 characters are the same for millions of ids).
+        let mut prefixes: Vec<&str> = codes.iter().map(|c| &c[..8]).collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        assert_eq!(prefixes.len(), codes.len());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use igrelay_core::v1::{AccountStatus, LoginType, NotEnrichedReason, UserProfile}
 use igrelay_graph::{AccessToken, AccountAuth, ErrorClass, GraphClient, GraphError, Usage};
 
 use crate::EnrichConfig;
-use crate::cache::{Cached, ProfileCache};
+use crate::cache::{Cached, ProfileCache, WriteGuard};
 use crate::metrics::Metrics;
 
 /// The answer for one user.
@@ -213,6 +213,15 @@ impl Profiles {
 
     async fn call(&self, account: &str, igsid: &str) -> Resolved {
         let started = Instant::now();
+        // Before Meta is asked: a forget on any replica from now on keeps the answer out of
+        // the cache. Unreadable: the answer is not cached at all.
+        let guard = match self.cache.guard(account, igsid).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!(error = %e, "profile cache unreadable; the answer will not be cached");
+                None
+            }
+        };
         if let Err((reason, detail)) = self.admit(account) {
             Metrics::count(&self.metrics.lookups, "not_admitted");
             return Resolved::Not { reason, detail };
@@ -263,17 +272,28 @@ impl Profiles {
                 };
                 Metrics::count(&self.metrics.lookups, "ok");
                 if !self.forgotten_since(igsid, started)
-                    && let Err(e) = self.cache.put_profile(&profile, self.cfg.cache_ttl).await
+                    && let Some(guard) = guard
                 {
-                    tracing::warn!(error = %e, "cannot cache profile");
+                    match self.cache.put_profile(&profile, self.cfg.cache_ttl, guard).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::info!("user forgotten (or re-cached) during the look-up; not cached"),
+                        Err(e) => tracing::warn!(error = %e, "cannot cache profile"),
+                    }
                 }
                 Resolved::Profile { profile, from_cache: false }
             }
-            Err(e) => self.failed(account, igsid, &e, started).await,
+            Err(e) => self.failed(account, igsid, &e, started, guard).await,
         }
     }
 
-    async fn failed(&self, account: &str, igsid: &str, e: &GraphError, started: Instant) -> Resolved {
+    async fn failed(
+        &self,
+        account: &str,
+        igsid: &str,
+        e: &GraphError,
+        started: Instant,
+        guard: Option<WriteGuard>,
+    ) -> Resolved {
         if let Some(usage) = e.usage() {
             self.observe_usage(account, usage);
         }
@@ -299,7 +319,9 @@ impl Profiles {
         tracing::info!(%account, reason = reason.as_str_name(), error = %e, "profile look-up refused");
         if remember
             && !self.forgotten_since(igsid, started)
-            && let Err(err) = self.cache.put_refusal(account, igsid, reason, &detail, self.cfg.negative_ttl).await
+            && let Some(guard) = guard
+            && let Err(err) =
+                self.cache.put_refusal(account, igsid, reason, &detail, self.cfg.negative_ttl, guard).await
         {
             tracing::warn!(error = %err, "cannot remember refusal");
         }

@@ -315,8 +315,13 @@ async fn skip(core: &Core, msg: jetstream::Message, why: &str) {
     let _ = msg.ack_with(AckKind::Term).await;
 }
 
+/// How long a handed-back event waits before it is delivered again. Not at once: this process
+/// is still the pinned one while it drains, so an immediate redelivery would come straight back
+/// to it and be handed back again, round and round (a stop took up to a minute that way).
+const HAND_BACK_DELAY: Duration = Duration::from_secs(1);
+
 async fn hand_back(msg: &jetstream::Message) {
-    if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+    if let Err(e) = msg.ack_with(AckKind::Nak(Some(HAND_BACK_DELAY))).await {
         tracing::debug!(error = %e, "could not hand back event; it returns after ack_wait");
     }
 }
@@ -504,7 +509,18 @@ impl Core {
 
     /// Purges the user and records the deletion under a new confirmation code.
     async fn forget(&self, igsid: &str, account: Option<&str>) -> ForgetUserResponse {
-        let code = deletion::new_code();
+        let code = match deletion::new_code() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no randomness for a confirmation code");
+                Metrics::count(&self.metrics.deletions, "failed");
+                return deletion::response(
+                    "",
+                    String::new(),
+                    &Err(format!("cannot make a confirmation code (no randomness from the OS: {e}); retry")),
+                );
+            }
+        };
         if igrelay_core::ids::check_token(igsid).is_err()
             || account.is_some_and(|a| igrelay_core::ids::check_token(a).is_err())
         {
@@ -525,8 +541,22 @@ impl Core {
     }
 }
 
+/// The answer to a request past `enrich.max_concurrent_requests`.
+fn busy_detail(limit: usize) -> String {
+    format!("enrich is busy: {limit} requests in progress (enrich.max_concurrent_requests); retry shortly")
+}
+
 async fn serve_profile_requests(client: async_nats::Client, core: Arc<Core>, shutdown: CancellationToken) {
-    respond(client, subjects::PROFILE_REQUEST, shutdown, move |payload| {
+    let limit = core.cfg.max_concurrent_requests;
+    let busy = move || {
+        GetUserProfileResponse {
+            not_found_reason: NotEnrichedReason::Throttled as i32,
+            detail: busy_detail(limit),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    respond(client, subjects::PROFILE_REQUEST, shutdown, limit, busy, move |payload| {
         let core = core.clone();
         async move {
             let resp = match GetUserProfileRequest::decode(payload) {
@@ -544,7 +574,9 @@ async fn serve_profile_requests(client: async_nats::Client, core: Arc<Core>, shu
 }
 
 async fn serve_forget_requests(client: async_nats::Client, core: Arc<Core>, shutdown: CancellationToken) {
-    respond(client, subjects::FORGET_USER_REQUEST, shutdown, move |payload| {
+    let limit = core.cfg.max_concurrent_requests;
+    let busy = move || ForgetUserResponse { error: busy_detail(limit), ..Default::default() }.encode_to_vec();
+    respond(client, subjects::FORGET_USER_REQUEST, shutdown, limit, busy, move |payload| {
         let core = core.clone();
         async move {
             let resp = match ForgetUserRequest::decode(payload) {
@@ -563,12 +595,22 @@ async fn serve_forget_requests(client: async_nats::Client, core: Arc<Core>, shut
     .await
 }
 
-/// Answers requests on `subject` (queue group `enrich`) until shutdown, each in its own task.
-async fn respond<F, Fut>(client: async_nats::Client, subject: &'static str, shutdown: CancellationToken, handle: F)
-where
+/// Answers requests on `subject` (queue group `enrich`) until shutdown, each in its own task,
+/// at most `limit` at once; past that `busy` answers at once (a caller learns now, rather than
+/// at its timeout, and tasks cannot pile up without bound).
+async fn respond<F, Fut, B>(
+    client: async_nats::Client,
+    subject: &'static str,
+    shutdown: CancellationToken,
+    limit: usize,
+    busy: B,
+    handle: F,
+) where
     F: Fn(bytes::Bytes) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Vec<u8>> + Send + 'static,
+    B: Fn() -> Vec<u8>,
 {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit));
     let mut sub = match client.queue_subscribe(subject, QUEUE_GROUP.into()).await {
         Ok(s) => s,
         Err(e) => {
@@ -582,10 +624,18 @@ where
             m = sub.next() => match m { Some(m) => m, None => break },
         };
         let Some(reply) = msg.reply.clone() else { continue };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%subject, limit, "request refused: enrich.max_concurrent_requests reached");
+            if let Err(e) = client.publish(reply, busy().into()).await {
+                tracing::warn!(error = %e, "cannot answer request");
+            }
+            continue;
+        };
         let fut = handle(msg.payload);
         let client = client.clone();
         tokio::spawn(async move {
             let body = fut.await;
+            drop(slot);
             if let Err(e) = client.publish(reply, body.into()).await {
                 tracing::warn!(error = %e, "cannot answer request");
             }

@@ -452,3 +452,94 @@ async fn webhooks_through_ingest_come_out_enriched() {
     ingest.await.unwrap().unwrap();
     app.stop().await;
 }
+
+/// Polls `f` (bounded) until it is true.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forget_on_one_replica_keeps_a_slow_lookup_on_another_out_of_the_cache() {
+    // The first process consumes (pinned); the replica only answers the deletion callback.
+    let app = App::start_with(|c| c.deadline = Duration::from_millis(200)).await;
+    let replica = app.start_replica().await;
+    let user = "5500000000001301";
+    app.user_with_consent(user).await;
+    app.emulator.admin.fault(&json!({"endpoint": "user_profile", "latency_ms": 3000})).await.unwrap();
+    app.publish(&[app.message(user, "hi")]).await;
+
+    // The look-up is in flight: its claim is in the bucket.
+    let kv = app.kv("igrelay_profiles").await;
+    let claim = format!("l.{ACCOUNT}.{user}");
+    eventually("the look-up claims the user", || async { kv.get(&claim).await.unwrap().is_some() }).await;
+    let payload = json!({"algorithm": "HMAC-SHA256", "user_id": user});
+    let form = format!("signed_request={}", urlencode(&signed_request(SECRET, &payload)));
+    let r = app.post_form_to(&replica.base, "/meta/data-deletion", &form).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The look-up ends (its claim is released after its answer was, or was not, cached).
+    eventually("the look-up ends", || async { kv.get(&claim).await.unwrap().is_none() }).await;
+    eventually("Meta was asked", || async { app.profile_calls().await == 1 }).await;
+    let profile = format!("p.{ACCOUNT}.{user}");
+    assert!(kv.get(&profile).await.unwrap().is_none(), "the forgotten user's profile was cached again");
+    let e = app.nth_enriched(1).await;
+    assert_eq!(reason(&e), NotEnrichedReason::Deadline);
+    replica.shutdown.cancel();
+    replica.task.await.unwrap().unwrap();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_max_concurrent_requests_get_a_busy_reply() {
+    let app = App::start_with(|c| c.max_concurrent_requests = 1).await;
+    let (a, b) = ("5500000000001401", "5500000000001402");
+    for u in [a, b] {
+        app.user_with_consent(u).await;
+    }
+    app.publish(&[app.message(a, "hi"), app.message(b, "hi")]).await;
+    app.enriched(2).await;
+    app.emulator.admin.fault(&json!({"endpoint": "user_profile", "latency_ms": 2000})).await.unwrap();
+
+    let req = |igsid: &str| GetUserProfileRequest { account_id: ACCOUNT.into(), igsid: igsid.into(), refresh: true };
+    let first_req = req(a);
+    let slow = app.request::<_, GetUserProfileResponse>(igrelay_bus::subjects::PROFILE_REQUEST, &first_req);
+    let second = async {
+        // Sent once the first is surely being handled.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        app.request::<_, GetUserProfileResponse>(igrelay_bus::subjects::PROFILE_REQUEST, &req(b)).await
+    };
+    let (first, second) = tokio::join!(slow, second);
+    assert!(first.profile.is_some(), "{}", first.detail);
+    assert!(second.profile.is_none());
+    assert_eq!(NotEnrichedReason::try_from(second.not_found_reason).unwrap(), NotEnrichedReason::Throttled);
+    assert!(second.detail.contains("enrich.max_concurrent_requests"), "{}", second.detail);
+
+    // Once the first is answered there is room again.
+    let again: GetUserProfileResponse = app.request(igrelay_bus::subjects::PROFILE_REQUEST, &req(b)).await;
+    assert!(again.profile.is_some(), "{}", again.detail);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_events_in_flight_hands_them_back_and_ends() {
+    let app = App::start_with(|c| c.deadline = Duration::from_millis(100)).await;
+    let events: Vec<_> = (0..5).map(|i| app.message(&format!("55000000000016{i:02}"), "hi")).collect();
+    app.publish(&events).await;
+    // Stopped while the events are being fetched and handled: what is handed back must not
+    // come straight back to the process that is stopping, round and round (a stop of
+    // `igrelay dev` took up to a minute that way).
+    app.shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.task).await;
+    assert!(stopped.is_ok(), "enrich did not stop within 10 s");
+    stopped.unwrap().unwrap().unwrap();
+}

@@ -2,9 +2,16 @@ use std::fmt;
 
 /// An access token. `Debug` and `Display` print `AccessToken(***)` so a token cannot reach a log
 /// line, an error message or a trace by accident; [`AccessToken::expose`] is the one way out.
-#[derive(Clone, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, serde::Deserialize)]
 #[serde(transparent)]
 pub struct AccessToken(String);
+
+/// Serialization is for output only (`igrelay config`): it shows `<redacted>`, never the token.
+impl serde::Serialize for AccessToken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
 
 impl AccessToken {
     pub fn new(token: impl Into<String>) -> Self {
@@ -50,5 +57,6 @@ mod tests {
         let t = AccessToken::new("IGQVJ-secret-token");
         assert!(!format!("{t:?} {t} {:?}", Some(&t)).contains("secret"));
         assert_eq!(t.expose(), "IGQVJ-secret-token");
+        assert!(!serde_json::to_string(&t).unwrap().contains("secret"));
     }
 }

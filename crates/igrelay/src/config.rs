@@ -40,23 +40,23 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-/// Keys whose values are never printed.
-const SECRET_KEYS: [&str; 7] =
-    ["verify_token", "app_secrets", "app_secret", "key", "token", "page_token", "user_token"];
-
 impl Config {
     pub fn load(file: Option<&Path>, sets: &[String]) -> anyhow::Result<Self> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        // No serialized defaults: every section is `#[serde(default)]`, and serializing would
+        // turn each `Secret` into its redacted form.
+        let mut fig = Figment::new();
         if let Some(path) = file {
             anyhow::ensure!(path.is_file(), "configuration file {} does not exist", path.display());
+            check_toml_syntax(path)?;
             fig = fig.merge(Toml::file(path));
         }
         // Only sectioned variables are configuration; others like IGRELAY_CONFIG are not.
         fig = fig.merge(Env::prefixed("IGRELAY_").filter(|k| k.as_str().contains("__")).split("__"));
         for set in sets {
-            let (key, value) = set
-                .split_once('=')
-                .with_context(|| format!("--set {set:?}: expected KEY=VALUE, e.g. nats.url=nats://host:4222"))?;
+            let Some((key, value)) = set.split_once('=') else {
+                // The whole argument may be a secret pasted without its key: not echoed.
+                anyhow::bail!("--set: expected KEY=VALUE, e.g. nats.url=nats://host:4222");
+            };
             let value: toml::Value = format!("v = {value}")
                 .parse::<toml::Table>()
                 .ok()
@@ -64,36 +64,76 @@ impl Config {
                 .unwrap_or_else(|| toml::Value::String(value.to_owned()));
             fig = fig.merge(Serialized::global(key.trim(), value));
         }
-        fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+        fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {}", without_values(e)))
     }
 
     pub fn bus(&self) -> BusConfig {
         BusConfig { nats: self.nats.clone(), topology: self.topology.clone() }
     }
 
-    /// The configuration as TOML with secrets replaced.
+    /// The configuration as TOML. Every secret is a type that serializes as `<redacted>`
+    /// (`Secret`, the Graph `AccessToken`, credentials in NATS URLs), so nothing is
+    /// looked up by key name here.
     pub fn redacted_toml(&self) -> anyhow::Result<String> {
-        let mut value = toml::Value::try_from(self)?;
-        redact(&mut value);
-        Ok(toml::to_string_pretty(&value)?)
+        Ok(toml::to_string_pretty(&toml::Value::try_from(self)?)?)
     }
 }
 
-fn redact(v: &mut toml::Value) {
-    if let toml::Value::Table(t) = v {
-        for (k, child) in t.iter_mut() {
-            if SECRET_KEYS.contains(&k.as_str()) {
-                *child = match child {
-                    toml::Value::Array(a) => {
-                        toml::Value::Array(a.iter().map(|_| toml::Value::String("<redacted>".into())).collect())
-                    }
-                    _ => toml::Value::String("<redacted>".into()),
-                };
-            } else {
-                redact(child);
-            }
-        }
+/// A TOML syntax error names the line and column only: the parser's own message quotes the
+/// offending line, which may hold a secret.
+fn check_toml_syntax(path: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read configuration file {}", path.display()))?;
+    if let Err(e) = text.parse::<toml::Table>() {
+        let at = e.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        anyhow::bail!(
+            "configuration file {}: TOML syntax error{}: {}",
+            path.display(),
+            at.unwrap_or_default(),
+            e.message()
+        );
     }
+    Ok(())
+}
+
+/// Figment's errors quote the value that did not fit (`found string "…"`), which may be a
+/// secret (a wrongly quoted `IGRELAY_ACCOUNTS__TOKEN_KEYS`, say). Each error keeps its key, what
+/// was expected and the kind of value found, never the value.
+fn without_values(e: figment::Error) -> String {
+    use figment::error::{Actual, Kind};
+    let hide = |a: Actual| {
+        Actual::Other(
+            match a {
+                Actual::Bool(_) => "a boolean",
+                Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+                Actual::Float(_) => "a float",
+                Actual::Char(_) | Actual::Str(_) => "a string",
+                Actual::Bytes(_) => "bytes",
+                Actual::Seq => "a list",
+                Actual::Map => "a table",
+                _ => "another kind of value",
+            }
+            .into(),
+        )
+    };
+    e.into_iter()
+        .map(|mut err| {
+            err.kind = match err.kind {
+                Kind::InvalidType(a, exp) => Kind::InvalidType(hide(a), exp),
+                Kind::InvalidValue(a, exp) => Kind::InvalidValue(hide(a), exp),
+                Kind::Unsupported(a) => Kind::Unsupported(hide(a)),
+                Kind::UnsupportedKey(a, exp) => Kind::UnsupportedKey(hide(a), exp),
+                other => other,
+            };
+            err.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -125,6 +165,56 @@ mod tests {
         assert_eq!(cfg.topology.duplicate_window.as_secs(), 1800);
         let shown = cfg.redacted_toml().unwrap();
         assert!(!shown.contains("from-file") && !shown.contains("s1"), "{shown}");
+    }
+
+    #[test]
+    fn every_secret_is_redacted_by_its_type() {
+        let key = "c2VjcmV0LXRva2VuLWtleS1ieXRlcy0zMi1ieXRlcyE=";
+        let cfg = Config::load(
+            None,
+            &[
+                format!("accounts.token_keys=[{{id=\"k1\",key=\"{key}\"}}]"),
+                "graph.app_secret=\"graph-app-secret\"".into(),
+                "nats.password=\"nats-password\"".into(),
+                "nats.token=\"nats-token\"".into(),
+                "nats.url=\"nats://alice:url-password@nats-1:4222,nats://url-token@nats-2:4222\"".into(),
+                "emulator.app_secret=\"emulator-secret\"".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.accounts.token_keys[0].key.expose(), key);
+        let shown = cfg.redacted_toml().unwrap();
+        for secret in [
+            key,
+            "graph-app-secret",
+            "nats-password",
+            "nats-token",
+            "url-password",
+            "url-token",
+            "emulator-secret",
+            "IGAAemulatortoken1",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in\n{shown}");
+        }
+        assert!(shown.contains("id = \"k1\"") && shown.contains("nats-1:4222"), "{shown}");
+    }
+
+    #[test]
+    fn a_malformed_secret_is_named_but_never_echoed() {
+        // A missing closing quote and bracket: the value is taken as a plain string, which is
+        // not a list of keys.
+        let set = "accounts.token_keys=[{id=\"k1\",key=\"c2VjcmV0LWJ5dGVz".to_string();
+        let e = Config::load(None, &[set]).unwrap_err().to_string();
+        assert!(e.contains("token_keys"), "{e}");
+        assert!(!e.contains("c2VjcmV0LWJ5dGVz"), "{e}");
+        let e = Config::load(None, &["ingest.verify_token=[1]".into()]).unwrap_err().to_string();
+        assert!(e.contains("verify_token") && !e.contains("[1]"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("igrelay.toml");
+        std::fs::write(&path, "[ingest]\nverify_token = \"file-secret-value\n").unwrap();
+        let e = Config::load(Some(&path), &[]).unwrap_err().to_string();
+        assert!(e.contains("line 2") && !e.contains("file-secret-value"), "{e}");
     }
 
     #[test]

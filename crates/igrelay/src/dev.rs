@@ -2,12 +2,16 @@
 //! pinned one from deploy/local/setup.sh) unless `--nats-url` is given, fills in development
 //! secrets where none are configured, and prints the URLs to use.
 
+use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use igrelay_bus::local_server::LocalNatsServer;
 use igrelay_runtime::Secret;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
@@ -36,11 +40,19 @@ pub struct DevArgs {
 }
 
 pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
-    let _server = match &args.nats_url {
-        Some(url) => {
-            cfg.nats.url = url.clone();
-            None
-        }
+    // The nats-server we start is stopped on a second signal too, when the process exits
+    // without running destructors.
+    let nats_server: Arc<Mutex<Option<LocalNatsServer>>> = Arc::default();
+    let shutdown = {
+        let server = nats_server.clone();
+        igrelay_runtime::shutdown::on_signal_then(move || {
+            if let Some(mut s) = server.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                s.kill();
+            }
+        })
+    };
+    match &args.nats_url {
+        Some(url) => cfg.nats.url = url.clone(),
         None => {
             let server = match LocalNatsServer::start_with(args.nats_port, args.nats_store.clone()) {
                 Ok(s) => s,
@@ -50,47 +62,36 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
                 }
             };
             cfg.nats.url = server.url();
-            Some(server)
+            *nats_server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
         }
-    };
+    }
+    let result = run_services(cfg, &args, shutdown).await;
+    // Stopped before we return, whatever happened.
+    drop(nats_server.lock().unwrap_or_else(|p| p.into_inner()).take());
+    result
+}
+
+/// Runs every service until a signal or until one of them ends; a service that ends on its
+/// own is a failure that stops the others and names it.
+async fn run_services(mut cfg: Config, args: &DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     if cfg.ingest.verify_token.is_empty() {
         cfg.ingest.verify_token = Secret::new(DEV_VERIFY_TOKEN);
     }
     if cfg.ingest.app_secrets.is_empty() {
         cfg.ingest.app_secrets = vec![Secret::new(DEV_APP_SECRET)];
     }
-    if cfg.ingest.listen == igrelay_ingest::IngestConfig::default().listen {
-        // A laptop default: not reachable from the network.
-        cfg.ingest.listen = SocketAddr::from(([127, 0, 0, 1], 8080));
-    }
     cfg.ingest.validate()?;
+    let mut services: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
 
-    let shutdown = igrelay_runtime::shutdown::on_signal();
-    let listener = tokio::net::TcpListener::bind(cfg.ingest.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (ingest.listen): {e}", cfg.ingest.listen))?;
+    let default = igrelay_ingest::IngestConfig::default().listen;
+    let listener = bind(&mut cfg.ingest.listen, default, 8080, "ingest.listen").await?;
     let ingest_addr = listener.local_addr()?;
-    let ingest =
-        tokio::spawn(igrelay_ingest::run_with_listener(cfg.ingest.clone(), cfg.bus(), listener, shutdown.clone()));
+    services.spawn(named(
+        "ingest",
+        igrelay_ingest::run_with_listener(cfg.ingest.clone(), cfg.bus(), listener, shutdown.clone()),
+    ));
 
-    // The emulator plays Meta: its webhooks go to ingest, signed with ingest's secret, and the
-    // Graph API client talks to it.
-    let emulator = if args.no_emulator {
-        None
-    } else {
-        let mut em = cfg.emulator.clone();
-        if em.webhooks.callback_url.is_none() {
-            em.webhooks.callback_url = Some(format!("http://{ingest_addr}{}", cfg.ingest.path));
-        }
-        if let Some(secret) = cfg.ingest.app_secrets.first() {
-            em.app_secret = secret.expose().to_owned();
-        }
-        em.verify_token = cfg.ingest.verify_token.expose().to_owned();
-        let handle = igrelay_emulator::spawn(em).await?;
-        cfg.graph.instagram_base_url = handle.base_url.clone();
-        cfg.graph.facebook_base_url = handle.base_url.clone();
-        Some(handle)
-    };
+    let emulator = if args.no_emulator { None } else { Some(start_emulator(&mut cfg, ingest_addr).await?) };
 
     // Dispatch: a development token key when none is configured, and the emulator's accounts
     // registered so commands work out of the box.
@@ -101,48 +102,41 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
     if emulator.is_some() {
         register_emulator_accounts(&cfg).await?;
     }
-    if cfg.dispatch.listen == igrelay_dispatch::DispatchConfig::default().listen {
-        cfg.dispatch.listen = SocketAddr::from(([127, 0, 0, 1], 8081));
-    }
-    let dispatch_listener = tokio::net::TcpListener::bind(cfg.dispatch.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (dispatch.listen): {e}", cfg.dispatch.listen))?;
-    let dispatch = tokio::spawn(igrelay_dispatch::run_with_listener(
-        cfg.dispatch.clone(),
-        cfg.graph.clone(),
-        cfg.accounts.clone(),
-        cfg.bus(),
-        dispatch_listener,
-        shutdown.clone(),
+    let default = igrelay_dispatch::DispatchConfig::default().listen;
+    let dispatch_listener = bind(&mut cfg.dispatch.listen, default, 8081, "dispatch.listen").await?;
+    let dispatch_addr = dispatch_listener.local_addr()?;
+    services.spawn(named(
+        "dispatch",
+        igrelay_dispatch::run_with_listener(
+            cfg.dispatch.clone(),
+            cfg.graph.clone(),
+            cfg.accounts.clone(),
+            cfg.bus(),
+            dispatch_listener,
+            shutdown.clone(),
+        ),
     ));
 
     // Enrich: Meta's data deletion callback is signed with the same app secret as webhooks.
     if cfg.enrich.app_secrets.is_empty() {
         cfg.enrich.app_secrets = cfg.ingest.app_secrets.clone();
     }
-    if cfg.enrich.listen == igrelay_enrich::EnrichConfig::default().listen {
-        cfg.enrich.listen = SocketAddr::from(([127, 0, 0, 1], 8082));
-    }
-    let enrich_listener = match tokio::net::TcpListener::bind(cfg.enrich.listen).await {
-        Ok(l) => l,
-        // The laptop default may be taken (another dev running): any free port will do.
-        Err(e) if cfg.enrich.listen == SocketAddr::from(([127, 0, 0, 1], 8082)) => {
-            tracing::warn!(error = %e, "cannot listen on 127.0.0.1:8082; enrich takes a free port");
-            tokio::net::TcpListener::bind("127.0.0.1:0").await?
-        }
-        Err(e) => anyhow::bail!("cannot listen on {} (enrich.listen): {e}", cfg.enrich.listen),
-    };
+    let default = igrelay_enrich::EnrichConfig::default().listen;
+    let enrich_listener = bind(&mut cfg.enrich.listen, default, 8082, "enrich.listen").await?;
     let enrich_addr = enrich_listener.local_addr()?;
     if cfg.enrich.status_base_url == igrelay_enrich::EnrichConfig::default().status_base_url {
         cfg.enrich.status_base_url = format!("http://{enrich_addr}");
     }
-    let enrich = tokio::spawn(igrelay_enrich::run_with_listener(
-        cfg.enrich.clone(),
-        cfg.bus(),
-        cfg.graph.clone(),
-        cfg.accounts.clone(),
-        enrich_listener,
-        shutdown.clone(),
+    services.spawn(named(
+        "enrich",
+        igrelay_enrich::run_with_listener(
+            cfg.enrich.clone(),
+            cfg.bus(),
+            cfg.graph.clone(),
+            cfg.accounts.clone(),
+            enrich_listener,
+            shutdown.clone(),
+        ),
     ));
 
     // The gRPC gateway, with a development API key when none is configured.
@@ -150,58 +144,142 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
         cfg.gateway.api_keys = vec![igrelay_gateway::ApiKeyConfig::all_scopes("dev", DEV_API_KEY)];
     }
     let gateway_defaults = igrelay_gateway::GatewayConfig::default();
-    let dev_grpc = cfg.gateway.listen == gateway_defaults.listen;
-    if dev_grpc {
-        cfg.gateway.listen = SocketAddr::from(([127, 0, 0, 1], 50051));
-    }
     if cfg.gateway.ops_listen == gateway_defaults.ops_listen {
         // Its ops endpoints on a free port: the gRPC health service is the one to probe here.
         cfg.gateway.ops_listen = SocketAddr::from(([127, 0, 0, 1], 0));
     }
     cfg.gateway.validate()?;
-    let gateway_listener = match tokio::net::TcpListener::bind(cfg.gateway.listen).await {
-        Ok(l) => l,
-        Err(e) if dev_grpc => {
-            tracing::warn!(error = %e, "port 50051 is busy; the gateway takes a free port");
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?
-        }
-        Err(e) => anyhow::bail!("cannot listen on {} (gateway.listen): {e}", cfg.gateway.listen),
-    };
+    let gateway_listener = bind(&mut cfg.gateway.listen, gateway_defaults.listen, 50051, "gateway.listen").await?;
     let gateway_addr = gateway_listener.local_addr()?;
-    let gateway = tokio::spawn(igrelay_gateway::run_with_listener(
-        cfg.gateway.clone(),
-        cfg.bus(),
-        cfg.accounts.clone(),
-        cfg.graph.clone(),
-        gateway_listener,
-        shutdown.clone(),
+    services.spawn(named(
+        "gateway",
+        igrelay_gateway::run_with_listener(
+            cfg.gateway.clone(),
+            cfg.bus(),
+            cfg.accounts.clone(),
+            cfg.graph.clone(),
+            gateway_listener,
+            shutdown.clone(),
+        ),
     ));
 
-    banner(&cfg, ingest_addr, emulator.as_ref().map(|e| e.base_url.as_str()))?;
+    banner(&cfg, ingest_addr, dispatch_addr, emulator.as_ref().map(|e| e.base_url.as_str()))?;
     println_enrich(enrich_addr)?;
     println_gateway(&cfg, gateway_addr)?;
-    let result = ingest.await;
-    shutdown.cancel();
-    if let Ok(Err(e)) = dispatch.await {
-        tracing::error!(error = %e, "dispatch failed");
-    }
-    if let Ok(Err(e)) = enrich.await {
-        tracing::error!(error = %e, "enrich failed");
-    }
-    if let Ok(Err(e)) = gateway.await {
-        tracing::error!(error = %e, "gateway failed");
-    }
+
+    let result = wait_for_services(&mut services, &shutdown).await;
     if let Some(e) = emulator {
         e.shutdown().await;
     }
-    result.map_err(|e| anyhow::anyhow!("ingest task failed: {e}"))?
+    result
 }
 
-fn banner(cfg: &Config, ingest: SocketAddr, emulator: Option<&str>) -> anyhow::Result<()> {
+/// Waits for a signal or for a service to end on its own (a crash: then the others stop too),
+/// then for every service to finish. The first failure is the result.
+async fn wait_for_services(
+    services: &mut JoinSet<(&'static str, anyhow::Result<()>)>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let first = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        ended = services.join_next() => ended,
+    };
+    // A service that ended before any signal crashed (even with Ok: it is meant to run); one
+    // that ended cleanly because the signal came meanwhile did not.
+    let stopping = shutdown.is_cancelled();
+    shutdown.cancel();
+    let mut failure = first.and_then(|ended| match ended {
+        Ok((_, Ok(()))) if stopping => None,
+        Ok((name, Ok(()))) => Some(anyhow::anyhow!("{name} stopped on its own; stopping the others")),
+        Ok((name, Err(e))) => Some(e.context(format!("{name} failed; stopping the others"))),
+        Err(e) => Some(anyhow::anyhow!("a service task failed: {e}")),
+    });
+    if let Some(e) = &failure {
+        tracing::error!(error = %format!("{e:#}"), "a service ended");
+    }
+    while let Some(ended) = services.join_next().await {
+        let e = match ended {
+            Ok((_, Ok(()))) => continue,
+            Ok((name, Err(e))) => e.context(format!("{name} failed")),
+            Err(e) => anyhow::anyhow!("a service task failed: {e}"),
+        };
+        tracing::error!(error = %format!("{e:#}"), "a service failed while stopping");
+        failure.get_or_insert(e);
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// The emulator plays Meta: its webhooks go to ingest, signed with ingest's secret, and the
+/// Graph API client talks to it.
+async fn start_emulator(cfg: &mut Config, ingest_addr: SocketAddr) -> anyhow::Result<igrelay_emulator::EmulatorHandle> {
+    let mut em = cfg.emulator.clone();
+    if em.webhooks.callback_url.is_none() {
+        em.webhooks.callback_url = Some(format!("http://{ingest_addr}{}", cfg.ingest.path));
+    }
+    if let Some(secret) = cfg.ingest.app_secrets.first() {
+        em.app_secret = secret.expose().to_owned();
+    }
+    em.verify_token = cfg.ingest.verify_token.expose().to_owned();
+    let dev_default = em.listen == igrelay_emulator::EmulatorConfig::default().listen;
+    let handle = match igrelay_emulator::spawn(em.clone()).await {
+        Ok(h) => h,
+        // The laptop default may be taken (another dev running): any free port will do.
+        Err(e) if dev_default => {
+            tracing::warn!(error = %e, "the emulator's default port is busy; it takes a free one");
+            igrelay_emulator::spawn(igrelay_emulator::EmulatorConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..em
+            })
+            .await?
+        }
+        Err(e) => return Err(e.context("emulator.listen")),
+    };
+    cfg.graph.instagram_base_url = handle.base_url.clone();
+    cfg.graph.facebook_base_url = handle.base_url.clone();
+    Ok(handle)
+}
+
+async fn named(
+    name: &'static str,
+    service: impl Future<Output = anyhow::Result<()>>,
+) -> (&'static str, anyhow::Result<()>) {
+    (name, service.await)
+}
+
+/// Binds a service's listener. A listen address left at its production default becomes the
+/// laptop's loopback `dev_port`, and a busy `dev_port` falls back to a free one (another dev
+/// may be running); an address set explicitly is bound as given (port 0: a free one).
+async fn bind(
+    listen: &mut SocketAddr,
+    production_default: SocketAddr,
+    dev_port: u16,
+    key: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    if *listen != production_default {
+        let listener = tokio::net::TcpListener::bind(*listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {listen} ({key}): {e}"))?;
+        *listen = listener.local_addr()?;
+        return Ok(listener);
+    }
+    let dev = SocketAddr::from(([127, 0, 0, 1], dev_port));
+    let listener = match tokio::net::TcpListener::bind(dev).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, %key, "{dev} is busy; taking a free port");
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?
+        }
+    };
+    *listen = listener.local_addr()?;
+    Ok(listener)
+}
+
+fn banner(cfg: &Config, ingest: SocketAddr, dispatch: SocketAddr, emulator: Option<&str>) -> anyhow::Result<()> {
     let dev_secret = cfg.ingest.app_secrets.iter().any(|s| s.expose() == DEV_APP_SECRET);
     let mut out = std::io::stdout().lock();
     writeln!(out, "igrelay dev is running (Ctrl-C to stop)")?;
-    writeln!(out, "  NATS                 {}", cfg.nats.url)?;
+    writeln!(out, "  NATS                 {}", cfg.nats.display_url())?;
     writeln!(out, "  webhook callback     http://{ingest}{}", cfg.ingest.path)?;
     writeln!(out, "  health / metrics     http://{ingest}/readyz  http://{ingest}/metrics")?;
     if cfg.ingest.verify_token.expose() == DEV_VERIFY_TOKEN {
@@ -211,6 +289,7 @@ fn banner(cfg: &Config, ingest: SocketAddr, emulator: Option<&str>) -> anyhow::R
         writeln!(out, "  app secret           {DEV_APP_SECRET} (development default; sign test webhooks with it)")?;
     }
     writeln!(out, "  events               subscribe to ig.v1.evt.> (stream IGRELAY_EVENTS)")?;
+    writeln!(out, "  dispatch             http://{dispatch}/readyz  http://{dispatch}/metrics")?;
     if let Some(em) = emulator {
         writeln!(out, "  graph API emulator   {em} (admin API: crates/emulator/README.md)")?;
         writeln!(

@@ -11,10 +11,16 @@ pub mod telemetry;
 
 use std::fmt;
 
-/// A configuration value that must never be logged or printed. `Debug` and `Display` redact it.
-#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+/// A configuration value that must never be logged or printed. `Debug`, `Display` and
+/// `Serialize` redact it (`igrelay config` shows `<redacted>` for every `Secret`, whatever its key
+/// is called); [`Secret::expose`] is the one way to the value. An empty secret shows as empty, so
+/// a missing one is still visible.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
+
+/// What every redacted secret shows instead of its value.
+pub const REDACTED: &str = "<redacted>";
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
@@ -39,7 +45,15 @@ impl fmt::Debug for Secret {
 
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
+        f.write_str(REDACTED)
+    }
+}
+
+/// Serialization is for output only (configuration is read, never written back): the value
+/// never leaves this way.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { REDACTED })
     }
 }
 
@@ -50,5 +64,7 @@ mod tests {
         let s = super::Secret::new("hunter2");
         assert_eq!(format!("{s:?} {s}"), "\"<redacted>\" <redacted>");
         assert_eq!(s.expose(), "hunter2");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
+        assert_eq!(serde_json::to_string(&super::Secret::default()).unwrap(), "\"\"");
     }
 }

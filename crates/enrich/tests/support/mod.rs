@@ -82,6 +82,9 @@ impl App {
         let mut bus = BusConfig::default();
         bus.nats.url = nats.url();
         bus.nats.max_reconnect_delay = Duration::from_millis(200);
+        // nats-server refuses streams whose reserved bytes exceed its share of the free disk:
+        // keep the tests independent of how full the machine's disk is.
+        bus.topology.events_max_bytes = 256 * 1024 * 1024;
         igrelay_bus::ensure_streams(&nats.js, &bus.topology, &[igrelay_bus::StreamDef::Events]).await.unwrap();
         let keyring = Keyring::from_config(&accounts_config()).unwrap();
         let store = AccountStore::open(&nats.js, &bus.topology, keyring).await.unwrap();
