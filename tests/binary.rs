@@ -24,11 +24,13 @@ async fn wait_ready(client: &http::HttpClient, base: &str) {
 async fn ingest_binary_stores_a_signed_webhook_and_stops_cleanly_on_sigterm() {
     let nats = Nats::start().await.unwrap();
     let port = free_port().unwrap();
+    let ops_port = free_port().unwrap();
     let mut igrelay = Running::start(
         &["ingest"],
         &[
             ("IGRELAY_NATS__URL", nats.url()),
             ("IGRELAY_INGEST__LISTEN", format!("127.0.0.1:{port}")),
+            ("IGRELAY_INGEST__OPS_LISTEN", format!("127.0.0.1:{ops_port}")),
             ("IGRELAY_INGEST__VERIFY_TOKEN", "vt".into()),
             ("IGRELAY_INGEST__APP_SECRETS", format!("[\"{SECRET}\"]")),
         ],
@@ -36,9 +38,11 @@ async fn ingest_binary_stores_a_signed_webhook_and_stops_cleanly_on_sigterm() {
     .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let client = http::client();
-    wait_ready(&client, &base).await;
+    wait_ready(&client, &format!("http://127.0.0.1:{ops_port}")).await;
 
-    let body = webhook::encode(&webhook::text_message("17841400000000001", "55", "m-e2e", "hello", 1_743_480_368_714));
+    // A current time: a delivery older than the events stream's duplicate window is dropped.
+    let now = igrelay_core::time::now_ms();
+    let body = webhook::encode(&webhook::text_message("17841400000000001", "55", "m-e2e", "hello", now));
     let r = http::send(
         &client,
         http::Method::POST,
@@ -91,13 +95,16 @@ async fn dev_starts_nats_and_ingest_and_prints_the_urls() {
     .unwrap();
     let line = dev.line_containing("webhook callback", Duration::from_secs(30)).expect("dev prints the webhook URL");
     let url = line.split_whitespace().last().unwrap().to_owned();
+    // Printed right after the callback: the ops listener, not the webhook port.
+    let ops = dev.line_containing("health / metrics", Duration::from_secs(5)).expect("dev prints the ops URLs");
+    let readyz = ops.split_whitespace().find(|w| w.ends_with("/readyz")).expect("a /readyz URL").to_owned();
+    assert!(!readyz.starts_with(url.trim_end_matches("/webhooks/instagram")), "ops on the webhook port: {ops}");
     assert!(
         dev.line_containing("app secret", Duration::from_secs(5)).is_some(),
         "dev prints the development app secret"
     );
-    let base = url.trim_end_matches("/webhooks/instagram").to_owned();
     let client = http::client();
-    wait_ready(&client, &base).await;
+    wait_ready(&client, readyz.trim_end_matches("/readyz")).await;
 
     let body = webhook::encode(&webhook::text_message("17841400000000001", "55", "m-dev", "hello", 1_743_480_368_714));
     let r =

@@ -56,14 +56,22 @@ async fn three_dispatchers_one_killed_nothing_lost_order_and_limits_hold() {
 
     // Ingest + emulator: users write, so the windows are open.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ingest_base = format!("http://{}", listener.local_addr().unwrap());
+    let ingest_ops = format!("http://{}", ops_listener.local_addr().unwrap());
     let ingest_url = format!("{ingest_base}/webhooks/instagram");
     let ingest_cfg = igrelay_ingest::IngestConfig {
         verify_token: Secret::new("vt"),
         app_secrets: vec![Secret::new(SECRET)],
         ..Default::default()
     };
-    let ingest = tokio::spawn(igrelay_ingest::run_with_listener(ingest_cfg, bus.clone(), listener, shutdown.clone()));
+    let ingest = tokio::spawn(igrelay_ingest::run_with_listeners(
+        ingest_cfg,
+        bus.clone(),
+        listener,
+        ops_listener,
+        shutdown.clone(),
+    ));
     let mut em = EmulatorConfig::for_tests();
     em.frozen_clock_ms = None;
     em.app_secret = SECRET.into();
@@ -94,7 +102,7 @@ async fn three_dispatchers_one_killed_nothing_lost_order_and_limits_hold() {
     })
     .await;
     // Ingest must be ready before the emulator sends the users' webhooks.
-    let ingest_ready = format!("{}/readyz", ingest_base);
+    let ingest_ready = format!("{ingest_ops}/readyz");
     let http = igrelay_testkit::http::client();
     wait_for(|| async { igrelay_testkit::http::get(&http, &ingest_ready).await.is_ok_and(|r| r.status == 200) }).await;
     let users: Vec<String> = (0..USERS).map(|i| format!("55000000000003{i:02}")).collect();

@@ -415,14 +415,17 @@ async fn webhooks_through_ingest_come_out_enriched() {
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ingest_base = format!("http://{}", listener.local_addr().unwrap());
+    let ingest_ops = format!("http://{}", ops_listener.local_addr().unwrap());
     let callback = format!("{ingest_base}/webhooks/instagram");
     let stop_ingest = tokio_util::sync::CancellationToken::new();
-    let ingest = tokio::spawn(igrelay_ingest::run_with_listener(ingest_cfg, bus, listener, stop_ingest.clone()));
+    let ingest =
+        tokio::spawn(igrelay_ingest::run_with_listeners(ingest_cfg, bus, listener, ops_listener, stop_ingest.clone()));
     app.emulator.admin.post("/_admin/webhook", &json!({"callback_url": callback})).await.unwrap();
     let mut ready = false;
     for _ in 0..200 {
-        let r = igrelay_testkit::http::get(&app.http, &format!("{ingest_base}/readyz")).await;
+        let r = igrelay_testkit::http::get(&app.http, &format!("{ingest_ops}/readyz")).await;
         if r.is_ok_and(|r| r.status == 200) {
             ready = true;
             break;

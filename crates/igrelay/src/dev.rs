@@ -70,8 +70,15 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (ingest.listen): {e}", cfg.ingest.listen))?;
     let ingest_addr = listener.local_addr()?;
-    let ingest =
-        tokio::spawn(igrelay_ingest::run_with_listener(cfg.ingest.clone(), cfg.bus(), listener, shutdown.clone()));
+    let ingest_ops = bind_ops(cfg.ingest.ops_listen, igrelay_ingest::IngestConfig::default().ops_listen).await?;
+    let ingest_ops_addr = ingest_ops.local_addr()?;
+    let ingest = tokio::spawn(igrelay_ingest::run_with_listeners(
+        cfg.ingest.clone(),
+        cfg.bus(),
+        listener,
+        ingest_ops,
+        shutdown.clone(),
+    ));
 
     // The emulator plays Meta: its webhooks go to ingest, signed with ingest's secret, and the
     // Graph API client talks to it.
@@ -133,15 +140,18 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
         Err(e) => anyhow::bail!("cannot listen on {} (enrich.listen): {e}", cfg.enrich.listen),
     };
     let enrich_addr = enrich_listener.local_addr()?;
+    let enrich_ops = bind_ops(cfg.enrich.ops_listen, igrelay_enrich::EnrichConfig::default().ops_listen).await?;
+    let enrich_ops_addr = enrich_ops.local_addr()?;
     if cfg.enrich.status_base_url == igrelay_enrich::EnrichConfig::default().status_base_url {
         cfg.enrich.status_base_url = format!("http://{enrich_addr}");
     }
-    let enrich = tokio::spawn(igrelay_enrich::run_with_listener(
+    let enrich = tokio::spawn(igrelay_enrich::run_with_listeners(
         cfg.enrich.clone(),
         cfg.bus(),
         cfg.graph.clone(),
         cfg.accounts.clone(),
         enrich_listener,
+        enrich_ops,
         shutdown.clone(),
     ));
 
@@ -177,8 +187,8 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    banner(&cfg, ingest_addr, emulator.as_ref().map(|e| e.base_url.as_str()))?;
-    println_enrich(enrich_addr)?;
+    banner(&cfg, ingest_addr, ingest_ops_addr, emulator.as_ref().map(|e| e.base_url.as_str()))?;
+    println_enrich(enrich_addr, enrich_ops_addr)?;
     println_gateway(&cfg, gateway_addr)?;
     let result = ingest.await;
     shutdown.cancel();
@@ -197,13 +207,19 @@ pub async fn run(mut cfg: Config, args: DevArgs) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("ingest task failed: {e}"))?
 }
 
-fn banner(cfg: &Config, ingest: SocketAddr, emulator: Option<&str>) -> anyhow::Result<()> {
+/// An ops listener: on a free loopback port when the setting is the (public) default.
+async fn bind_ops(configured: SocketAddr, default: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = if configured == default { SocketAddr::from(([127, 0, 0, 1], 0)) } else { configured };
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} (ops_listen): {e}"))
+}
+
+fn banner(cfg: &Config, ingest: SocketAddr, ops: SocketAddr, emulator: Option<&str>) -> anyhow::Result<()> {
     let dev_secret = cfg.ingest.app_secrets.iter().any(|s| s.expose() == DEV_APP_SECRET);
     let mut out = std::io::stdout().lock();
     writeln!(out, "igrelay dev is running (Ctrl-C to stop)")?;
     writeln!(out, "  NATS                 {}", cfg.nats.url)?;
     writeln!(out, "  webhook callback     http://{ingest}{}", cfg.ingest.path)?;
-    writeln!(out, "  health / metrics     http://{ingest}/readyz  http://{ingest}/metrics")?;
+    writeln!(out, "  health / metrics     http://{ops}/readyz  http://{ops}/metrics")?;
     if cfg.ingest.verify_token.expose() == DEV_VERIFY_TOKEN {
         writeln!(out, "  verify token         {DEV_VERIFY_TOKEN} (development default)")?;
     }
@@ -222,10 +238,11 @@ fn banner(cfg: &Config, ingest: SocketAddr, emulator: Option<&str>) -> anyhow::R
     Ok(())
 }
 
-fn println_enrich(addr: SocketAddr) -> anyhow::Result<()> {
+fn println_enrich(addr: SocketAddr, ops: SocketAddr) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "  enriched events      subscribe to ig.v1.enr.> (stream IGRELAY_ENRICHED)")?;
-    writeln!(out, "  data deletion        http://{addr}/meta/data-deletion (enrich; /readyz /metrics there too)")?;
+    writeln!(out, "  data deletion        http://{addr}/meta/data-deletion (enrich)")?;
+    writeln!(out, "  enrich health        http://{ops}/readyz  http://{ops}/metrics")?;
     out.flush()?;
     Ok(())
 }

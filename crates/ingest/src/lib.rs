@@ -14,4 +14,4 @@ pub mod parse;
 mod server;
 
 pub use config::IngestConfig;
-pub use server::{run, run_with_listener};
+pub use server::{run, run_with_listener, run_with_listeners};
