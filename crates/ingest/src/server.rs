@@ -118,7 +118,7 @@ pub async fn run_with_listeners(
     let (addr, ops_addr) = (listener.local_addr()?, ops_listener.local_addr()?);
     tracing::info!(%addr, %ops_addr, path = %state.cfg.path, "ingest listening");
     let limits = state.cfg.http_limits();
-    tokio::join!(serve(listener, app, limits, shutdown.clone()), serve(ops_listener, ops, limits, shutdown.clone()),);
+    tokio::join!(serve(listener, app, limits, shutdown.clone()), serve(ops_listener, ops, limits, shutdown.clone()));
     // Everything answered 200 was acknowledged already; flush anything else on its way out.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     tracing::info!("ingest stopped");
