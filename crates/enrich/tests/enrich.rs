@@ -457,3 +457,15 @@ async fn webhooks_through_ingest_come_out_enriched() {
     ingest.await.unwrap().unwrap();
     app.stop().await;
 }
+
+#[tokio::test]
+async fn ops_endpoints_are_on_the_ops_listener_not_the_callback_port() {
+    let app = App::start().await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let ops = igrelay_testkit::http::get(&app.http, &format!("{}{path}", app.ops)).await.unwrap();
+        assert_eq!(ops.status, 200, "{path} on the ops listener");
+        let public = igrelay_testkit::http::get(&app.http, &format!("{}{path}", app.base)).await.unwrap();
+        assert_eq!(public.status, 404, "{path} is served on the data deletion callback port");
+    }
+    app.stop().await;
+}
