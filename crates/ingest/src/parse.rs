@@ -99,7 +99,6 @@ pub fn parse_delivery(body: &[u8], ctx: &DeliveryContext) -> Vec<ParsedEvent> {
     out
 }
 
-/// Where an item sits; fills the envelope.
 /// A time as Meta gave it.
 #[derive(Debug, Clone, PartialEq)]
 enum MetaTime {
