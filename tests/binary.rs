@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use igrelay_e2e::{Running, logged_addr};
+use igrelay_e2e::{Running, logged_addr, logged_field};
 use igrelay_testkit::http;
 use igrelay_testkit::{Nats, webhook};
 
@@ -29,6 +29,7 @@ async fn ingest_binary_stores_a_signed_webhook_and_stops_cleanly_on_sigterm() {
         &[
             ("IGRELAY_NATS__URL", nats.url()),
             ("IGRELAY_INGEST__LISTEN", "127.0.0.1:0".into()),
+            ("IGRELAY_INGEST__OPS_LISTEN", "127.0.0.1:0".into()),
             ("IGRELAY_INGEST__VERIFY_TOKEN", "vt".into()),
             ("IGRELAY_INGEST__APP_SECRETS", format!("[\"{SECRET}\"]")),
             ("RUST_LOG", "warn,igrelay_ingest=info".into()),
@@ -38,9 +39,12 @@ async fn ingest_binary_stores_a_signed_webhook_and_stops_cleanly_on_sigterm() {
     let line = igrelay.log_containing("ingest listening", Duration::from_secs(30)).expect("ingest logs its address");
     let base = format!("http://{}", logged_addr(&line).expect("an addr field"));
     let client = http::client();
-    wait_ready(&client, &base).await;
+    let ops = logged_field(&line, "ops_addr").expect("an ops_addr field");
+    wait_ready(&client, &format!("http://{ops}")).await;
 
-    let body = webhook::encode(&webhook::text_message("17841400000000001", "55", "m-e2e", "hello", 1_743_480_368_714));
+    // A current time: a delivery older than the events stream's duplicate window is dropped.
+    let now = igrelay_core::time::now_ms();
+    let body = webhook::encode(&webhook::text_message("17841400000000001", "55", "m-e2e", "hello", now));
     let r = http::send(
         &client,
         http::Method::POST,
@@ -81,13 +85,16 @@ async fn dev_starts_nats_and_ingest_and_prints_the_urls() {
     let mut dev = start_dev(store.path(), &[], &[]);
     let line = dev.line_containing("webhook callback", Duration::from_secs(30)).expect("dev prints the webhook URL");
     let url = line.split_whitespace().last().unwrap().to_owned();
+    // Printed right after the callback: the ops listener, not the webhook port.
+    let ops = dev.line_containing("health / metrics", Duration::from_secs(5)).expect("dev prints the ops URLs");
+    let readyz = ops.split_whitespace().find(|w| w.ends_with("/readyz")).expect("a /readyz URL").to_owned();
+    assert!(!readyz.starts_with(url.trim_end_matches("/webhooks/instagram")), "ops on the webhook port: {ops}");
     assert!(
         dev.line_containing("app secret", Duration::from_secs(5)).is_some(),
         "dev prints the development app secret"
     );
-    let base = url.trim_end_matches("/webhooks/instagram").to_owned();
     let client = http::client();
-    wait_ready(&client, &base).await;
+    wait_ready(&client, readyz.trim_end_matches("/readyz")).await;
 
     let body = webhook::encode(&webhook::text_message("17841400000000001", "55", "m-dev", "hello", 1_743_480_368_714));
     let r =

@@ -86,13 +86,21 @@ async fn the_partition_owner_killed_with_calls_in_flight_sends_those_at_most_twi
 
     // Ingest + emulator: users write, so the windows are open.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ingest_base = format!("http://{}", listener.local_addr().unwrap());
+    let ingest_ops = format!("http://{}", ops_listener.local_addr().unwrap());
     let ingest_cfg = igrelay_ingest::IngestConfig {
         verify_token: Secret::new("vt"),
         app_secrets: vec![Secret::new(SECRET)],
         ..Default::default()
     };
-    let ingest = tokio::spawn(igrelay_ingest::run_with_listener(ingest_cfg, bus.clone(), listener, shutdown.clone()));
+    let ingest = tokio::spawn(igrelay_ingest::run_with_listeners(
+        ingest_cfg,
+        bus.clone(),
+        listener,
+        ops_listener,
+        shutdown.clone(),
+    ));
     let mut em = EmulatorConfig::for_tests();
     em.frozen_clock_ms = None;
     em.app_secret = SECRET.into();
@@ -120,7 +128,8 @@ async fn the_partition_owner_killed_with_calls_in_flight_sends_those_at_most_twi
         nats.js.get_stream("IGRELAY_COMMANDS").await.is_ok() && nats.js.get_stream("IGRELAY_EVENTS").await.is_ok()
     })
     .await;
-    let ingest_ready = format!("{ingest_base}/readyz");
+    // Ingest must be ready before the emulator sends the users' webhooks.
+    let ingest_ready = format!("{ingest_ops}/readyz");
     let http = igrelay_testkit::http::client();
     wait_for(|| async { igrelay_testkit::http::get(&http, &ingest_ready).await.is_ok_and(|r| r.status == 200) }).await;
     for a in 0..ACCOUNTS {

@@ -128,7 +128,13 @@ fn next_containing(lines: &mpsc::Receiver<String>, needle: &str, timeout: Durati
 /// message is `message` (e.g. "ingest listening"), so a test can bind port 0 and read the port
 /// back instead of picking a port that someone else may take meanwhile.
 pub fn logged_addr(line: &str) -> Option<std::net::SocketAddr> {
-    let at = line.find("\"addr\":\"")? + 8;
+    logged_field(line, "addr")
+}
+
+/// A socket address logged in JSON field `field` (e.g. `ops_addr`).
+pub fn logged_field(line: &str, field: &str) -> Option<std::net::SocketAddr> {
+    let key = format!("\"{field}\":\"");
+    let at = line.find(&key)? + key.len();
     line[at..].split('"').next()?.parse().ok()
 }
 

@@ -112,6 +112,13 @@ fn decode_signature(hex: &[u8]) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Compares two secrets (a verify token, a signature) without stopping at the first differing
+/// byte, through `subtle`. Lengths are not secret (the other side knows them).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bool::from(a.ct_eq(b))
+}
+
 /// Serialises `value` as Meta does: compact, with every non-ASCII character as `\uXXXX`
 /// (UTF-16 surrogate pairs above U+FFFF).
 pub fn to_meta_json(value: &serde_json::Value) -> Vec<u8> {
@@ -180,6 +187,17 @@ mod tests {
             assert_eq!(verifier.verify(Some(header.as_bytes()), b"tampered"), Err(SignatureError::Mismatch));
         }
         assert_eq!(format!("{verifier:?}"), "Verifier { secrets: 2 }", "secrets never printed");
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"token", b"tokeN"));
+        assert!(!constant_time_eq(b"Token", b"token"));
+        assert!(!constant_time_eq(b"token", b"token-longer"), "a prefix is not equal");
+        assert!(!constant_time_eq(b"token-longer", b"token"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 
     #[test]

@@ -13,8 +13,19 @@ pub const PROFILES_BUCKET_MAX_AGE: Duration = Duration::from_secs(86_400);
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnrichConfig {
-    /// Address of Meta's data deletion callback and `/healthz`, `/readyz`, `/metrics`.
+    /// Address of Meta's data deletion callback (reached by Meta, facing the internet).
     pub listen: SocketAddr,
+    /// Address of `/healthz`, `/readyz` and `/metrics`, kept off the callback port.
+    pub ops_listen: SocketAddr,
+    /// Longest a client may take to send a request's headers (also how long an idle keep-alive
+    /// connection stays open), on the callback and ops listeners.
+    #[serde(with = "humantime_ms")]
+    pub header_timeout: Duration,
+    /// Longest from a request's headers to its answer, reading the body included; then 408.
+    #[serde(with = "humantime_ms")]
+    pub request_timeout: Duration,
+    /// Connections open at once, per listener; further ones wait in the listen backlog.
+    pub max_connections: usize,
     /// Longest an event waits for its sender's profile; then it goes out unenriched with reason
     /// `deadline` (the look-up goes on and fills the cache for the next event).
     #[serde(with = "humantime_ms")]
@@ -68,6 +79,10 @@ impl Default for EnrichConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8082)),
+            ops_listen: SocketAddr::from(([0, 0, 0, 0], 8085)),
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             deadline: Duration::from_millis(300),
             cache_ttl: Duration::from_secs(12 * 3600),
             negative_ttl: Duration::from_secs(3600),
@@ -99,6 +114,18 @@ pub struct ConfigError {
 impl EnrichConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |key, problem: &str| Err(ConfigError { key, problem: problem.into() });
+        if self.listen == self.ops_listen && self.listen.port() != 0 {
+            return err("enrich.ops_listen", "must differ from enrich.listen (keep /metrics off the callback port)");
+        }
+        if self.header_timeout.is_zero() {
+            return err("enrich.header_timeout", "must be above 0");
+        }
+        if self.request_timeout.is_zero() {
+            return err("enrich.request_timeout", "must be above 0");
+        }
+        if self.max_connections == 0 {
+            return err("enrich.max_connections", "must be at least 1");
+        }
         if self.deadline.is_zero() || self.deadline > Duration::from_secs(20) {
             return err("enrich.deadline", "must be above 0 and at most 20s (events are acknowledged within 30s)");
         }
@@ -139,6 +166,15 @@ impl EnrichConfig {
             return err("enrich.pin_timeout", "must be at least 2s (the active replica pulls every second)");
         }
         Ok(())
+    }
+
+    /// The bounds of the callback and ops listeners.
+    pub fn http_limits(&self) -> igrelay_runtime::server::HttpLimits {
+        igrelay_runtime::server::HttpLimits {
+            header_timeout: self.header_timeout,
+            request_timeout: self.request_timeout,
+            max_connections: self.max_connections,
+        }
     }
 
     /// The status page of a data deletion request.

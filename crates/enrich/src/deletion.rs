@@ -49,7 +49,7 @@ pub fn verify_signed_request<'a>(
     let given = hex::encode(&sig);
     let ok = secrets.into_iter().fold(false, |ok, secret| {
         let expected = igrelay_core::webhook::hmac_sha256_hex(secret, payload.as_bytes());
-        ok | constant_time_eq(given.as_bytes(), expected.as_bytes())
+        ok | igrelay_core::webhook::constant_time_eq(given.as_bytes(), expected.as_bytes())
     });
     if !ok {
         return Err(SignedRequestError::Signature);
@@ -70,10 +70,6 @@ pub fn verify_signed_request<'a>(
         return Err(SignedRequestError::Malformed("user_id is not a valid id"));
     }
     Ok(user)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Stores the status of a deletion under its confirmation code.

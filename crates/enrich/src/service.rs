@@ -68,7 +68,7 @@ struct Core {
     metrics: Metrics,
 }
 
-/// Binds `cfg.listen` and runs until `shutdown`.
+/// Binds `cfg.listen` and `cfg.ops_listen` and runs until `shutdown`.
 pub async fn run(
     cfg: EnrichConfig,
     bus: BusConfig,
@@ -82,14 +82,32 @@ pub async fn run(
     run_with_listener(cfg, bus, graph, accounts, listener, shutdown).await
 }
 
-/// Runs on an already bound listener (tests bind port 0) until `shutdown`; the event in hand is
-/// finished, events fetched but not started are handed back.
+/// Runs the callback on an already bound listener and binds `cfg.ops_listen` for the ops
+/// endpoints, until `shutdown`.
 pub async fn run_with_listener(
     cfg: EnrichConfig,
     bus: BusConfig,
     graph: GraphConfig,
     accounts: AccountsConfig,
     listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let ops = TcpListener::bind(cfg.ops_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (enrich.ops_listen)", cfg.ops_listen))?;
+    run_with_listeners(cfg, bus, graph, accounts, listener, ops, shutdown).await
+}
+
+/// Runs with the callback on `listener` and `/healthz`, `/readyz`, `/metrics` on
+/// `ops_listener`, both already bound (tests bind port 0), until `shutdown`; the event in hand
+/// is finished, events fetched but not started are handed back.
+pub async fn run_with_listeners(
+    cfg: EnrichConfig,
+    bus: BusConfig,
+    graph: GraphConfig,
+    accounts: AccountsConfig,
+    listener: TcpListener,
+    ops_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     cfg.validate()?;
@@ -126,13 +144,20 @@ pub async fn run_with_listener(
     let app = Router::new()
         .route("/meta/data-deletion", post(data_deletion))
         .route("/meta/data-deletion/{code}", get(deletion_status))
-        .with_state(shared.clone())
-        .merge(igrelay_runtime::ops::router(Arc::new(registry), readiness));
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "enrich listening");
-    let http = tokio::spawn(
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
-    );
+        .with_state(shared.clone());
+    let ops = igrelay_runtime::ops::router(Arc::new(registry), readiness);
+    let (addr, ops_addr) = (listener.local_addr()?, ops_listener.local_addr()?);
+    tracing::info!(%addr, %ops_addr, "enrich listening");
+    let limits = cfg.http_limits();
+    let http = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            tokio::join!(
+                igrelay_runtime::server::serve(listener, app, limits, shutdown.clone()),
+                igrelay_runtime::server::serve(ops_listener, ops, limits, shutdown),
+            );
+        }
+    });
 
     // NATS may come up after us (Kubernetes): keep trying until the topology exists.
     let core = loop {

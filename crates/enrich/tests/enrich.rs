@@ -412,17 +412,22 @@ async fn webhooks_through_ingest_come_out_enriched() {
     let ingest_cfg = igrelay_ingest::IngestConfig {
         verify_token: igrelay_runtime::Secret::new("vt"),
         app_secrets: vec![igrelay_runtime::Secret::new("emulator-app-secret")],
+        // The test emulator's clock is frozen in 2025: its deliveries would be too old.
+        max_delivery_age: Some(Duration::from_secs(100 * 365 * 86_400)),
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ingest_base = format!("http://{}", listener.local_addr().unwrap());
+    let ingest_ops = format!("http://{}", ops_listener.local_addr().unwrap());
     let callback = format!("{ingest_base}/webhooks/instagram");
     let stop_ingest = tokio_util::sync::CancellationToken::new();
-    let ingest = tokio::spawn(igrelay_ingest::run_with_listener(ingest_cfg, bus, listener, stop_ingest.clone()));
+    let ingest =
+        tokio::spawn(igrelay_ingest::run_with_listeners(ingest_cfg, bus, listener, ops_listener, stop_ingest.clone()));
     app.emulator.admin.post("/_admin/webhook", &json!({"callback_url": callback})).await.unwrap();
     let mut ready = false;
     for _ in 0..200 {
-        let r = igrelay_testkit::http::get(&app.http, &format!("{ingest_base}/readyz")).await;
+        let r = igrelay_testkit::http::get(&app.http, &format!("{ingest_ops}/readyz")).await;
         if r.is_ok_and(|r| r.status == 200) {
             ready = true;
             break;
@@ -542,4 +547,16 @@ async fn a_stop_with_events_in_flight_hands_them_back_and_ends() {
     let stopped = tokio::time::timeout(Duration::from_secs(10), app.task).await;
     assert!(stopped.is_ok(), "enrich did not stop within 10 s");
     stopped.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn ops_endpoints_are_on_the_ops_listener_not_the_callback_port() {
+    let app = App::start().await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let ops = igrelay_testkit::http::get(&app.http, &format!("{}{path}", app.ops)).await.unwrap();
+        assert_eq!(ops.status, 200, "{path} on the ops listener");
+        let public = igrelay_testkit::http::get(&app.http, &format!("{}{path}", app.base)).await.unwrap();
+        assert_eq!(public.status, 404, "{path} is served on the data deletion callback port");
+    }
+    app.stop().await;
 }

@@ -86,9 +86,11 @@ async fn run_services(mut cfg: Config, args: &DevArgs, shutdown: CancellationTok
     let default = igrelay_ingest::IngestConfig::default().listen;
     let listener = bind(&mut cfg.ingest.listen, default, 8080, "ingest.listen").await?;
     let ingest_addr = listener.local_addr()?;
+    let ingest_ops = bind_ops(cfg.ingest.ops_listen, igrelay_ingest::IngestConfig::default().ops_listen).await?;
+    let ingest_ops_addr = ingest_ops.local_addr()?;
     services.spawn(named(
         "ingest",
-        igrelay_ingest::run_with_listener(cfg.ingest.clone(), cfg.bus(), listener, shutdown.clone()),
+        igrelay_ingest::run_with_listeners(cfg.ingest.clone(), cfg.bus(), listener, ingest_ops, shutdown.clone()),
     ));
 
     let emulator = if args.no_emulator { None } else { Some(start_emulator(&mut cfg, ingest_addr).await?) };
@@ -127,14 +129,17 @@ async fn run_services(mut cfg: Config, args: &DevArgs, shutdown: CancellationTok
     if cfg.enrich.status_base_url == igrelay_enrich::EnrichConfig::default().status_base_url {
         cfg.enrich.status_base_url = format!("http://{enrich_addr}");
     }
+    let enrich_ops = bind_ops(cfg.enrich.ops_listen, igrelay_enrich::EnrichConfig::default().ops_listen).await?;
+    let enrich_ops_addr = enrich_ops.local_addr()?;
     services.spawn(named(
         "enrich",
-        igrelay_enrich::run_with_listener(
+        igrelay_enrich::run_with_listeners(
             cfg.enrich.clone(),
             cfg.bus(),
             cfg.graph.clone(),
             cfg.accounts.clone(),
             enrich_listener,
+            enrich_ops,
             shutdown.clone(),
         ),
     ));
@@ -163,8 +168,8 @@ async fn run_services(mut cfg: Config, args: &DevArgs, shutdown: CancellationTok
         ),
     ));
 
-    banner(&cfg, ingest_addr, dispatch_addr, emulator.as_ref().map(|e| e.base_url.as_str()))?;
-    println_enrich(enrich_addr)?;
+    banner(&cfg, ingest_addr, ingest_ops_addr, dispatch_addr, emulator.as_ref().map(|e| e.base_url.as_str()))?;
+    println_enrich(enrich_addr, enrich_ops_addr)?;
     println_gateway(&cfg, gateway_addr)?;
 
     let result = wait_for_services(&mut services, &shutdown).await;
@@ -275,13 +280,25 @@ async fn bind(
     Ok(listener)
 }
 
-fn banner(cfg: &Config, ingest: SocketAddr, dispatch: SocketAddr, emulator: Option<&str>) -> anyhow::Result<()> {
+/// An ops listener: on a free loopback port when the setting is the (public) default.
+async fn bind_ops(configured: SocketAddr, default: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr = if configured == default { SocketAddr::from(([127, 0, 0, 1], 0)) } else { configured };
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} (ops_listen): {e}"))
+}
+
+fn banner(
+    cfg: &Config,
+    ingest: SocketAddr,
+    ops: SocketAddr,
+    dispatch: SocketAddr,
+    emulator: Option<&str>,
+) -> anyhow::Result<()> {
     let dev_secret = cfg.ingest.app_secrets.iter().any(|s| s.expose() == DEV_APP_SECRET);
     let mut out = std::io::stdout().lock();
     writeln!(out, "igrelay dev is running (Ctrl-C to stop)")?;
     writeln!(out, "  NATS                 {}", cfg.nats.display_url())?;
     writeln!(out, "  webhook callback     http://{ingest}{}", cfg.ingest.path)?;
-    writeln!(out, "  health / metrics     http://{ingest}/readyz  http://{ingest}/metrics")?;
+    writeln!(out, "  health / metrics     http://{ops}/readyz  http://{ops}/metrics")?;
     if cfg.ingest.verify_token.expose() == DEV_VERIFY_TOKEN {
         writeln!(out, "  verify token         {DEV_VERIFY_TOKEN} (development default)")?;
     }
@@ -301,10 +318,11 @@ fn banner(cfg: &Config, ingest: SocketAddr, dispatch: SocketAddr, emulator: Opti
     Ok(())
 }
 
-fn println_enrich(addr: SocketAddr) -> anyhow::Result<()> {
+fn println_enrich(addr: SocketAddr, ops: SocketAddr) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "  enriched events      subscribe to ig.v1.enr.> (stream IGRELAY_ENRICHED)")?;
-    writeln!(out, "  data deletion        http://{addr}/meta/data-deletion (enrich; /readyz /metrics there too)")?;
+    writeln!(out, "  data deletion        http://{addr}/meta/data-deletion (enrich)")?;
+    writeln!(out, "  enrich health        http://{ops}/readyz  http://{ops}/metrics")?;
     out.flush()?;
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! publishes each to JetStream with a deduplication id, and answers 200 only after every publish
 //! was acknowledged. NATS unavailable or slow → 503 with `Retry-After`, so Meta delivers again
 //! and nothing is acknowledged that was not stored. A signed body that cannot be understood is
-//! stored raw as an `unknown` event and answered 200.
+//! stored raw as an `unknown` event and answered 200; a replay older than the duplicate window is
+//! answered 200 and dropped. `/healthz`, `/readyz` and `/metrics` are on a separate ops listener.
 
 pub mod config;
 mod json;
@@ -14,4 +15,4 @@ pub mod parse;
 mod server;
 
 pub use config::IngestConfig;
-pub use server::{run, run_with_listener};
+pub use server::{run, run_with_listener, run_with_listeners};

@@ -26,6 +26,10 @@ pub struct Metrics {
     /// from the start and a delivery does not look its label up.
     published: Vec<Counter>,
     pub duplicates: Counter,
+    /// Events too large for one NATS message, stored as `oversized` stand-ins.
+    pub oversized: Counter,
+    /// Events with a time Meta gave that could not be read (event_time left unset).
+    pub time_unreadable: Counter,
     pub latency: Histogram,
 }
 
@@ -37,6 +41,8 @@ impl Metrics {
             rejected: Family::default(),
             published: Vec::new(),
             duplicates: Counter::default(),
+            oversized: Counter::default(),
+            time_unreadable: Counter::default(),
             // 0.5 ms .. ~4 s
             latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 14)),
         };
@@ -47,6 +53,16 @@ impl Metrics {
         m.published =
             EventKind::ALL.iter().map(|k| published.get_or_create(&KindLabel { kind: k.token() }).clone()).collect();
         r.register("events_duplicate", "Events JetStream already had (Meta redelivered them)", m.duplicates.clone());
+        r.register(
+            "events_oversized",
+            "Events larger than one NATS message can hold, stored as an unknown event with reason oversized",
+            m.oversized.clone(),
+        );
+        r.register(
+            "events_time_unreadable",
+            "Events whose time (timestamp, time or entry.time) could not be read; event_time left unset",
+            m.time_unreadable.clone(),
+        );
         r.register("webhook_duration_seconds", "Time from request to answer of webhook POSTs", m.latency.clone());
         m
     }

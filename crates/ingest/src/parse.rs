@@ -5,15 +5,22 @@
 //! Shapes handled (platform facts §1): `entry[].messaging[]`, `entry[].standby[]`,
 //! `entry[].changes[{field,value}]` (Facebook Login) and `entry.field`/`entry.value`
 //! (Instagram Login), in any combination within one entry. Timestamps may be numbers or numeric
-//! strings, in seconds or milliseconds.
+//! strings, in seconds or milliseconds, or text in the Graph API's form
+//! (`2021-09-08T06:34:04+0000`). A time that cannot be read leaves `event_time` unset and is named
+//! in `meta.time_problem`.
+//!
+//! Event ids (docs/subjects.md) name the account and the happening: the same mid seen by two
+//! managed accounts, a message and its deletion, each edit, are distinct events; only a
+//! re-delivery of the same happening repeats an id.
 
 use bumpalo::Bump;
 use igrelay_bus::subjects::EventKind;
 use igrelay_core::AccountId;
-use igrelay_core::time::{normalise_to_ms, timestamp_from_ms};
+use igrelay_core::time::{normalise_to_ms, parse_meta_time, timestamp_from_ms};
 use igrelay_core::v1::{self, Channel, EventMeta, event::Payload};
 
 use crate::json::{Json, NULL};
+use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 /// What is known about a delivery before its body is read.
@@ -23,11 +30,29 @@ pub struct DeliveryContext {
     pub received_ms: i64,
     /// Hex SHA-256 of the raw body.
     pub delivery_id: String,
+    /// Largest encoded event that can be stored (NATS max_payload less room for headers). A
+    /// larger one is replaced by an `Unknown` event with reason `oversized: ...` carrying the
+    /// start of its JSON.
+    pub max_event_bytes: usize,
+    /// Whether events need their size checked: an event is at most about its item's JSON plus
+    /// the envelope, so only bodies near the limit can yield one that is too large.
+    check_sizes: bool,
 }
 
 impl DeliveryContext {
     pub fn new(body: &[u8], received_ms: i64) -> Self {
-        Self { received_ms, delivery_id: igrelay_core::ids::hex_lower(&Sha256::digest(body)) }
+        Self::with_max_event_bytes(body, received_ms, usize::MAX)
+    }
+
+    pub fn with_max_event_bytes(body: &[u8], received_ms: i64, max_event_bytes: usize) -> Self {
+        Self {
+            received_ms,
+            delivery_id: igrelay_core::ids::hex_lower(&Sha256::digest(body)),
+            max_event_bytes,
+            // Re-serialised numbers can grow (`1e5` becomes `100000.0`): half the limit is a
+            // safe threshold below which no event can exceed it.
+            check_sizes: body.len() > max_event_bytes / 2,
+        }
     }
 }
 
@@ -37,6 +62,8 @@ pub struct ParsedEvent {
     pub account: AccountId,
     pub kind: EventKind,
     pub event: v1::Event,
+    /// The item was too large to store and this is its `oversized` stand-in.
+    pub oversized: bool,
 }
 
 impl ParsedEvent {
@@ -72,60 +99,154 @@ pub fn parse_delivery(body: &[u8], ctx: &DeliveryContext) -> Vec<ParsedEvent> {
     out
 }
 
+/// A time as Meta gave it.
+#[derive(Debug, Clone, PartialEq)]
+enum MetaTime {
+    Absent,
+    At(i64),
+    /// Present but not a time; says which key and quotes the value.
+    Unreadable(String),
+}
+
+/// Reads the time at `key` of `v`: a number or numeric string in seconds or milliseconds, or the
+/// Graph API's text form. `null` counts as absent.
+fn read_time(v: &Json<'_>, key: &str) -> MetaTime {
+    let unreadable = |shown: String| {
+        // Quote at most 64 characters of whatever was sent.
+        let shown: String = shown.chars().take(64).collect();
+        MetaTime::Unreadable(format!("{key} {shown} is not a time"))
+    };
+    match v.get(key) {
+        None | Some(Json::Null) => MetaTime::Absent,
+        Some(Json::Number(n)) => match n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).filter(|t| *t > 0) {
+            Some(t) => MetaTime::At(normalise_to_ms(t)),
+            None => unreadable(n.to_string()),
+        },
+        Some(Json::Str(s)) => parse_meta_time(s).map_or_else(|| unreadable(format!("{s:?}")), MetaTime::At),
+        Some(other) => unreadable(other.to_string()),
+    }
+}
+
 /// Where an item sits; fills the envelope.
 struct ItemContext<'a> {
     ctx: &'a DeliveryContext,
     object: &'a str,
     account: AccountId,
-    sent_ms: Option<i64>,
+    /// entry.time.
+    sent: MetaTime,
     channel: Channel,
 }
 
 impl ItemContext<'_> {
+    /// The event with its envelope. Its time is the item's own when given, else entry.time, else
+    /// the receipt time; a given time that cannot be read leaves it unset and names the problem.
     fn event(
         &self,
         event_id: String,
         field: &str,
-        event_ms: Option<i64>,
+        item_time: &MetaTime,
         kind: EventKind,
         payload: Payload,
     ) -> ParsedEvent {
-        let event_ms = event_ms.or(self.sent_ms).unwrap_or(self.ctx.received_ms);
+        let mut problems: Vec<&str> = Vec::new();
+        if let MetaTime::Unreadable(p) = &self.sent {
+            problems.push(p);
+        }
+        let event_ms = match item_time {
+            MetaTime::At(t) => Some(*t),
+            MetaTime::Unreadable(p) => {
+                problems.insert(0, p);
+                None
+            }
+            MetaTime::Absent => match self.sent {
+                MetaTime::At(t) => Some(t),
+                MetaTime::Unreadable(_) => None,
+                MetaTime::Absent => Some(self.ctx.received_ms),
+            },
+        };
+        let sent_ms = match self.sent {
+            MetaTime::At(t) => Some(t),
+            _ => None,
+        };
         let meta = EventMeta {
             event_id,
             account_id: self.account.to_string(),
-            event_time: Some(timestamp_from_ms(event_ms)),
+            event_time: event_ms.map(timestamp_from_ms),
             received_time: Some(timestamp_from_ms(self.ctx.received_ms)),
             webhook_field: field.to_owned(),
             delivery_id: self.ctx.delivery_id.clone(),
             channel: self.channel as i32,
-            sent_time: self.sent_ms.map(timestamp_from_ms),
+            sent_time: sent_ms.map(timestamp_from_ms),
             object: self.object.to_owned(),
+            time_problem: problems.join("; "),
         };
         ParsedEvent {
             account: self.account.clone(),
             kind,
             event: v1::Event { meta: Some(meta), payload: Some(payload) },
+            oversized: false,
         }
     }
 
     /// An item this parser does not understand, kept as JSON.
     fn unknown(&self, field: &str, item: &Json<'_>, reason: String) -> ParsedEvent {
         let raw = serde_json::to_vec(item).unwrap_or_default();
-        let id = format!("unknown:{}", hash_parts(&[self.account.as_str(), field, &String::from_utf8_lossy(&raw)]));
+        let id = self.id("unknown", &hash_parts(&[self.account.as_str(), field, &String::from_utf8_lossy(&raw)]));
         let payload = Payload::Unknown(v1::Unknown { reason, raw_json: raw });
-        self.event(id, field, None, EventKind::Unknown, payload)
+        self.event(id, field, &MetaTime::Absent, EventKind::Unknown, payload)
     }
 
-    fn prefixed(&self, id: String) -> String {
-        if self.channel == Channel::Standby { format!("standby:{id}") } else { id }
+    /// An event id: `[standby:]<prefix>:<account>:<rest>`. The account is part of every id, so
+    /// one mid seen by two managed accounts (one messaging the other) is an event for each.
+    fn id(&self, prefix: &str, rest: &str) -> String {
+        let standby = if self.channel == Channel::Standby { "standby:" } else { "" };
+        format!("{standby}{prefix}:{}:{rest}", self.account)
+    }
+
+    /// `event`, or its `oversized` stand-in when it is too large to store. `item` is its JSON.
+    fn fit(&self, event: ParsedEvent, item: &Json<'_>) -> ParsedEvent {
+        if !self.ctx.check_sizes {
+            return event;
+        }
+        let size = event.event.encoded_len();
+        if size <= self.ctx.max_event_bytes {
+            return event;
+        }
+        oversized(event, size, serde_json::to_vec(item).unwrap_or_default(), self.ctx.max_event_bytes)
+    }
+}
+
+/// Stands in for an event too large for one NATS message: an `Unknown` event with the same id and
+/// envelope, reason `oversized: ...`, and as much of the item's JSON as fits (cut, so not valid
+/// JSON). Nothing larger can be stored, and answering 503 would have Meta send it again forever.
+fn oversized(event: ParsedEvent, size: usize, mut raw: Vec<u8>, max: usize) -> ParsedEvent {
+    let meta = event.event.meta.unwrap_or_default();
+    let total = raw.len();
+    // Room left for the JSON after the envelope, the reason and protobuf's tags and lengths.
+    let room = max.saturating_sub(meta.encoded_len() + 256 + 64);
+    let mut cut = total.min(room);
+    // End on a character boundary (a UTF-8 continuation byte is 0b10xxxxxx).
+    while cut > 0 && cut < total && raw[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
+    raw.truncate(cut);
+    let reason = format!(
+        "oversized: the {} event is {size} bytes, more than the {max} bytes one NATS message can hold \
+         (max_payload); raw_json holds the first {cut} of its {total} bytes of JSON",
+        event.kind.token()
+    );
+    ParsedEvent {
+        account: event.account,
+        kind: EventKind::Unknown,
+        event: v1::Event { meta: Some(meta), payload: Some(Payload::Unknown(v1::Unknown { reason, raw_json: raw })) },
+        oversized: true,
     }
 }
 
 fn parse_entry(entry: &Json<'_>, object: &str, ctx: &DeliveryContext, out: &mut Vec<ParsedEvent>) {
     let account = entry.get("id").map(text).and_then(|s| AccountId::parse(s).ok()).unwrap_or_else(AccountId::unknown);
-    let sent_ms = entry.get("time").and_then(timestamp_ms);
-    let mut ic = ItemContext { ctx, object, account, sent_ms, channel: Channel::Raw };
+    let sent = read_time(entry, "time");
+    let mut ic = ItemContext { ctx, object, account, sent, channel: Channel::Raw };
     if !entry.is_object() {
         out.push(ic.unknown("unknown", entry, "an entry is not a JSON object".into()));
         return;
@@ -136,7 +257,7 @@ fn parse_entry(entry: &Json<'_>, object: &str, ctx: &DeliveryContext, out: &mut 
             understood = true;
             ic.channel = channel;
             match items.as_array() {
-                Some(items) => out.extend(items.iter().map(|item| parse_messaging(&ic, item))),
+                Some(items) => out.extend(items.iter().map(|item| ic.fit(parse_messaging(&ic, item), item))),
                 None => out.push(ic.unknown("unknown", items, format!("entry.{key} is not an array"))),
             }
         }
@@ -148,7 +269,7 @@ fn parse_entry(entry: &Json<'_>, object: &str, ctx: &DeliveryContext, out: &mut 
             Some(changes) => {
                 for change in changes {
                     match (change.get("field").and_then(Json::as_str), change.get("value")) {
-                        (Some(field), Some(value)) => out.push(parse_change(&ic, field, value)),
+                        (Some(field), Some(value)) => out.push(ic.fit(parse_change(&ic, field, value), change)),
                         _ => out.push(ic.unknown(
                             "unknown",
                             change,
@@ -163,7 +284,7 @@ fn parse_entry(entry: &Json<'_>, object: &str, ctx: &DeliveryContext, out: &mut 
     if let (Some(field), Some(value)) = (entry.get("field").and_then(Json::as_str), entry.get("value")) {
         understood = true;
         ic.channel = Channel::Field;
-        out.push(parse_change(&ic, field, value));
+        out.push(ic.fit(parse_change(&ic, field, value), entry));
     }
     if !understood {
         ic.channel = Channel::Raw;
@@ -205,12 +326,16 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
     };
     let sender = item.get("sender").and_then(|s| s.get("id")).map(text).unwrap_or_default();
     let recipient = item.get("recipient").and_then(|s| s.get("id")).map(text).unwrap_or_default();
-    let ts = item.get("timestamp").and_then(timestamp_ms);
+    let time = read_time(item, "timestamp");
+    let ts = match time {
+        MetaTime::At(t) => Some(t),
+        _ => None,
+    };
     let mid = body.get("mid").map(text).unwrap_or_default();
     let id_or_hash = |prefix: &str, natural: Option<&str>| -> String {
         match natural.filter(|n| !n.is_empty()) {
-            Some(id) => ic.prefixed(format!("{prefix}:{id}")),
-            None => ic.prefixed(format!("{prefix}:{}", hash_parts(&[ic.account.as_str(), field, &item.to_string()]))),
+            Some(id) => ic.id(prefix, id),
+            None => ic.id(prefix, &hash_parts(&[ic.account.as_str(), field, &item.to_string()])),
         }
     };
     // A composite natural id, only when the item has a mid.
@@ -218,8 +343,15 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
 
     let (kind, id, payload) = match *key {
         "message" => {
-            let id = id_or_hash("msg", Some(&mid));
             let m = message(sender, recipient, mid, body);
+            // A deletion (unsend) carries the mid of the message it deletes: its own happening.
+            let prefix = match (m.is_echo, m.is_deleted) {
+                (false, false) => "msg",
+                (false, true) => "msg_deleted",
+                (true, false) => "echo",
+                (true, true) => "echo_deleted",
+            };
+            let id = id_or_hash(prefix, Some(&m.mid));
             let kind = if m.is_echo { EventKind::MessageEcho } else { EventKind::Message };
             (kind, id, Payload::Message(m))
         }
@@ -313,7 +445,7 @@ fn parse_messaging(ic: &ItemContext<'_>, item: &Json<'_>) -> ParsedEvent {
             (EventKind::Handover, id_or_hash("handover", None), Payload::Handover(h))
         }
     };
-    ic.event(id, field, ts, kind, payload)
+    ic.event(id, field, &time, kind, payload)
 }
 
 fn message(sender_id: String, recipient_id: String, mid: String, m: &Json<'_>) -> v1::Message {
@@ -396,7 +528,10 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Json<'_>) -> ParsedEv
     if MESSAGING_KEYS.iter().any(|(_, f)| *f == field) && value.get("sender").is_some() {
         return parse_messaging(ic, value);
     }
-    let ts = value.get("timestamp").or_else(|| value.get("time")).and_then(timestamp_ms);
+    let time = match read_time(value, "timestamp") {
+        MetaTime::Absent => read_time(value, "time"),
+        t => t,
+    };
     match field {
         "comments" | "live_comments" => {
             let comment_id = value.get("comment_id").or_else(|| value.get("id")).map(text).unwrap_or_default();
@@ -414,9 +549,9 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Json<'_>) -> ParsedEv
             });
             let live = field == "live_comments";
             let id = if comment_id.is_empty() {
-                format!("comment:{}", hash_parts(&[ic.account.as_str(), field, &value.to_string()]))
+                ic.id("comment", &hash_parts(&[ic.account.as_str(), field, &value.to_string()]))
             } else {
-                format!("comment:{comment_id}")
+                ic.id("comment", &comment_id)
             };
             let c = v1::Comment {
                 comment_id,
@@ -427,12 +562,12 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Json<'_>) -> ParsedEv
                 live,
             };
             let kind = if live { EventKind::LiveComment } else { EventKind::Comment };
-            ic.event(id, field, ts, kind, Payload::Comment(c))
+            ic.event(id, field, &time, kind, Payload::Comment(c))
         }
         "mentions" => {
             let m = v1::Mention { media_id: str_at(value, "media_id"), comment_id: str_at(value, "comment_id") };
-            let id = format!("mention:{}", hash_parts(&[ic.account.as_str(), &m.media_id, &m.comment_id]));
-            ic.event(id, field, ts, EventKind::Mention, Payload::Mention(m))
+            let id = ic.id("mention", &hash_parts(&[ic.account.as_str(), &m.media_id, &m.comment_id]));
+            ic.event(id, field, &time, EventKind::Mention, Payload::Mention(m))
         }
         "story_insights" => {
             let n = |k: &str| value.get(k).and_then(int).unwrap_or(0);
@@ -445,8 +580,8 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Json<'_>) -> ParsedEv
                 taps_back: n("taps_back"),
                 impressions: n("impressions"),
             };
-            let id = format!("story_insights:{}", hash_parts(&[ic.account.as_str(), field, &value.to_string()]));
-            ic.event(id, field, ts, EventKind::StoryInsights, Payload::StoryInsights(s))
+            let id = ic.id("story_insights", &hash_parts(&[ic.account.as_str(), field, &value.to_string()]));
+            ic.event(id, field, &time, EventKind::StoryInsights, Payload::StoryInsights(s))
         }
         other => {
             let pairs = [("field", Json::Str(other)), ("value", value.clone())];
@@ -457,9 +592,15 @@ fn parse_change(ic: &ItemContext<'_>, field: &str, value: &Json<'_>) -> ParsedEv
 
 /// The whole body as one Unknown event (it could not be split into items).
 fn raw_unknown(body: &[u8], ctx: &DeliveryContext, reason: String) -> ParsedEvent {
-    let ic = ItemContext { ctx, object: "", account: AccountId::unknown(), sent_ms: None, channel: Channel::Raw };
+    let ic =
+        ItemContext { ctx, object: "", account: AccountId::unknown(), sent: MetaTime::Absent, channel: Channel::Raw };
     let payload = Payload::Unknown(v1::Unknown { reason, raw_json: body.to_vec() });
-    ic.event(format!("unknown:{}", ctx.delivery_id), "unknown", None, EventKind::Unknown, payload)
+    let event = ic.event(ic.id("unknown", &ctx.delivery_id), "unknown", &MetaTime::Absent, EventKind::Unknown, payload);
+    if !ctx.check_sizes {
+        return event;
+    }
+    let size = event.event.encoded_len();
+    if size <= ctx.max_event_bytes { event } else { oversized(event, size, body.to_vec(), ctx.max_event_bytes) }
 }
 
 /// A JSON value as text: strings as they are, numbers and booleans written out, else empty.
@@ -492,11 +633,6 @@ fn int(v: &Json<'_>) -> Option<i64> {
         Json::Str(s) => s.trim().parse().ok(),
         _ => None,
     }
-}
-
-/// A Meta timestamp (seconds or milliseconds, number or string) in milliseconds.
-fn timestamp_ms(v: &Json<'_>) -> Option<i64> {
-    int(v).filter(|t| *t > 0).map(normalise_to_ms)
 }
 
 fn hash_parts(parts: &[&str]) -> String {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::IngestConfig;
 use crate::metrics::Metrics;
 use crate::parse::{DeliveryContext, parse_delivery};
+use igrelay_runtime::server::serve;
 
 /// Shared by every request; behind one `Arc` so a request clones a pointer, not a NATS client.
 type AppState = Arc<Shared>;
@@ -40,9 +41,14 @@ struct Shared {
     sent: Arc<std::sync::OnceLock<async_nats::jetstream::kv::Store>>,
     /// Taken from the global provider when serving starts (after telemetry is installed).
     tracer: BoxedTracer,
+    /// Deliveries older than this are dropped (`ingest.max_delivery_age`, resolved).
+    max_delivery_age: Duration,
+    /// The largest event one NATS message can carry, from the server's max_payload; refreshed
+    /// with the stream check rather than read from the client on every delivery.
+    max_event_bytes: AtomicUsize,
 }
 
-/// Binds `cfg.listen` and serves until `shutdown`.
+/// Binds `cfg.listen` and `cfg.ops_listen` and serves until `shutdown`.
 pub async fn run(cfg: IngestConfig, bus: BusConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -50,15 +56,33 @@ pub async fn run(cfg: IngestConfig, bus: BusConfig, shutdown: CancellationToken)
     run_with_listener(cfg, bus, listener, shutdown).await
 }
 
-/// Serves on an already bound listener (tests bind port 0) until `shutdown`. In-flight requests
-/// finish before it returns.
+/// Serves the webhook on an already bound listener and binds `cfg.ops_listen` for the ops
+/// endpoints, until `shutdown`.
 pub async fn run_with_listener(
     cfg: IngestConfig,
     bus: BusConfig,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let ops = TcpListener::bind(cfg.ops_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (ingest.ops_listen)", cfg.ops_listen))?;
+    run_with_listeners(cfg, bus, listener, ops, shutdown).await
+}
+
+/// Serves the webhook on `listener` and `/healthz`, `/readyz`, `/metrics` on `ops_listener`,
+/// both already bound (tests bind port 0), until `shutdown`. In-flight requests finish (within
+/// `ingest.request_timeout`) before it returns.
+pub async fn run_with_listeners(
+    cfg: IngestConfig,
+    bus: BusConfig,
+    listener: TcpListener,
+    ops_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     cfg.validate()?;
+    let max_delivery_age =
+        cfg.max_delivery_age.unwrap_or_else(|| StreamDef::Events.config(&bus.topology).duplicate_window);
     let client = igrelay_bus::connect(&bus.nats).await?;
     let js = igrelay_bus::connect::jetstream(client.clone(), bus.nats.request_timeout);
     let mut registry = Registry::default();
@@ -72,6 +96,8 @@ pub async fn run_with_listener(
         metrics,
         sent: Arc::default(),
         tracer: opentelemetry::global::tracer("igrelay-ingest"),
+        max_delivery_age,
+        max_event_bytes: AtomicUsize::new(max_event_bytes(0)),
     });
     tokio::spawn(keep_streams(js, bus.topology, client.clone(), state.clone(), shutdown.clone()));
 
@@ -87,16 +113,12 @@ pub async fn run_with_listener(
             }
         })
     };
-    let app = Router::new()
-        .route(&state.cfg.path, get(challenge).post(receive))
-        .with_state(state.clone())
-        .merge(igrelay_runtime::ops::router(Arc::new(registry), readiness));
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, path = %state.cfg.path, "ingest listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("ingest HTTP server failed")?;
+    let app = Router::new().route(&state.cfg.path, get(challenge).post(receive)).with_state(state.clone());
+    let ops = igrelay_runtime::ops::router(Arc::new(registry), readiness);
+    let (addr, ops_addr) = (listener.local_addr()?, ops_listener.local_addr()?);
+    tracing::info!(%addr, %ops_addr, path = %state.cfg.path, "ingest listening");
+    let limits = state.cfg.http_limits();
+    tokio::join!(serve(listener, app, limits, shutdown.clone()), serve(ops_listener, ops, limits, shutdown.clone()));
     // Everything answered 200 was acknowledged already; flush anything else on its way out.
     let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
     tracing::info!("ingest stopped");
@@ -129,6 +151,7 @@ async fn keep_streams(
                 Err(e) => tracing::warn!(error = %e, "echo correlation not available yet"),
             }
         }
+        state.max_event_bytes.store(max_event_bytes(client.server_info().max_payload), Ordering::Relaxed);
         state.streams_ready.store(ok, Ordering::Relaxed);
         let pause = if ok { Duration::from_secs(5) } else { Duration::from_millis(500) };
         tokio::select! {
@@ -171,7 +194,7 @@ async fn challenge(State(s): State<AppState>, Query(q): Query<HashMap<String, St
         s.metrics.reject("challenge_bad_mode");
         return (StatusCode::FORBIDDEN, "hub.mode must be \"subscribe\"\n").into_response();
     }
-    if !constant_time_eq(token, s.cfg.verify_token.expose().as_bytes()) {
+    if !webhook::constant_time_eq(token, s.cfg.verify_token.expose().as_bytes()) {
         s.metrics.reject("challenge_bad_token");
         return (StatusCode::FORBIDDEN, "hub.verify_token does not match the configured verify token\n")
             .into_response();
@@ -180,11 +203,6 @@ async fn challenge(State(s): State<AppState>, Query(q): Query<HashMap<String, St
         Some(c) => ([(header::CONTENT_TYPE, "text/plain")], c.clone()).into_response(),
         None => (StatusCode::BAD_REQUEST, "hub.challenge is missing\n").into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // Length is not secret (Meta knows it); the content comparison does not stop early.
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A webhook delivery.
@@ -242,8 +260,32 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetr
         return unavailable(s, cx, "NATS is not connected");
     }
 
-    let ctx = DeliveryContext::new(&bytes, igrelay_core::time::now_ms());
+    let ctx = DeliveryContext::with_max_event_bytes(
+        &bytes,
+        igrelay_core::time::now_ms(),
+        s.max_event_bytes.load(Ordering::Relaxed),
+    );
     let mut events = parse_delivery(&bytes, &ctx);
+    if let Some(age) = too_old(&events, ctx.received_ms, s.max_delivery_age) {
+        s.metrics.reject("replay_too_old");
+        tracing::warn!(
+            age_s = age.as_secs(),
+            max_delivery_age_s = s.max_delivery_age.as_secs(),
+            delivery = %ctx.delivery_id,
+            trace_id = %trace_id(cx),
+            "dropping a delivery older than ingest.max_delivery_age (a replay; its events would be stored twice)"
+        );
+        return Response::new(Body::from("EVENT_RECEIVED"));
+    }
+    for e in &events {
+        if e.oversized {
+            s.metrics.oversized.inc();
+            tracing::warn!(event_id = e.event_id(), trace_id = %trace_id(cx), "event too large for NATS: stored as oversized");
+        }
+        if e.event.meta.as_ref().is_some_and(|m| !m.time_problem.is_empty()) {
+            s.metrics.time_unreadable.inc();
+        }
+    }
     correlate_echoes(s, &mut events).await;
     cx.span().set_attribute(KeyValue::new("igrelay.events", events.len() as i64));
     let messages: Vec<OutgoingMessage> = events
@@ -266,6 +308,29 @@ async fn handle(s: &AppState, headers: &HeaderMap, body: Body, cx: &opentelemetr
         }
         Err(e) => unavailable(s, cx, &e.to_string()),
     }
+}
+
+/// Room NATS headers may take in a message (trace context, type, kind, a deduplication id).
+const HEADER_ROOM: usize = 8 * 1024;
+
+/// The largest encoded event one NATS message can carry: the server's max_payload (1 MiB, the
+/// server's default, while not known yet) less room for headers.
+fn max_event_bytes(max_payload: usize) -> usize {
+    let max_payload = if max_payload == 0 { 1024 * 1024 } else { max_payload };
+    max_payload.saturating_sub(HEADER_ROOM)
+}
+
+/// How old a delivery is when its newest `entry.time` lies more than `max_age` before
+/// `received_ms`; `None` for a fresh delivery or one with no `entry.time` at all (its age is
+/// not known, so it is kept).
+fn too_old(events: &[crate::parse::ParsedEvent], received_ms: i64, max_age: Duration) -> Option<Duration> {
+    let newest = events
+        .iter()
+        .filter_map(|e| e.event.meta.as_ref()?.sent_time.as_ref())
+        .map(igrelay_core::time::timestamp_to_ms)
+        .max()?;
+    let age = Duration::from_millis(u64::try_from(received_ms.saturating_sub(newest)).ok()?);
+    (age > max_age).then_some(age)
 }
 
 fn unavailable(s: &AppState, cx: &opentelemetry::Context, why: &str) -> Response {

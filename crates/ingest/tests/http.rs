@@ -159,7 +159,7 @@ async fn the_same_delivery_three_times_is_stored_once() {
     let other = webhook::text_message(ACCOUNT, "55", "m-a", "a", 1_743_480_368_714);
     assert_eq!(app.post_json(&other).await.status, 200);
     assert_eq!(app.event_count().await, 3);
-    let metrics = http::get(&app.http, &format!("{}/metrics", app.base)).await.unwrap().text();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("igrelay_ingest_events_duplicate_total 7"), "{metrics}");
     app.stop().await;
 }
@@ -246,11 +246,16 @@ async fn the_trace_context_of_the_request_travels_in_nats_headers() {
 #[tokio::test]
 async fn ops_endpoints() {
     let app = App::start().await;
-    assert_eq!(http::get(&app.http, &format!("{}/healthz", app.base)).await.unwrap().status, 200);
-    assert_eq!(http::get(&app.http, &format!("{}/readyz", app.base)).await.unwrap().status, 200);
+    assert_eq!(http::get(&app.http, &format!("{}/healthz", app.ops)).await.unwrap().status, 200);
+    assert_eq!(http::get(&app.http, &format!("{}/readyz", app.ops)).await.unwrap().status, 200);
+    // Not on the webhook port, which faces the internet.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = http::get(&app.http, &format!("{}{path}", app.base)).await.unwrap();
+        assert_eq!(r.status, 404, "{path} is served on the webhook port");
+    }
     app.post_json(&webhook::text_message(ACCOUNT, "55", "m-o", "o", 1)).await;
     app.post_with(&[], Bytes::from_static(b"{}")).await;
-    let metrics = http::get(&app.http, &format!("{}/metrics", app.base)).await.unwrap().text();
+    let metrics = app.metrics().await;
     for needle in [
         "igrelay_ingest_webhooks_received_total 2",
         "igrelay_ingest_events_published_total{kind=\"message\"} 1",
@@ -268,7 +273,7 @@ async fn readyz_reports_nats_down() {
     app.nats.server.kill();
     let mut status = 200;
     for _ in 0..100 {
-        status = http::get(&app.http, &format!("{}/readyz", app.base)).await.unwrap().status;
+        status = http::get(&app.http, &format!("{}/readyz", app.ops)).await.unwrap().status;
         if status == 503 {
             break;
         }

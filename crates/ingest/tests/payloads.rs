@@ -10,17 +10,28 @@ use igrelay_core::time::timestamp_to_ms;
 use igrelay_core::v1::{self, Channel, event::Payload};
 use igrelay_testkit::events::StoredEvent;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use support::{ACCOUNT, App, fixture};
 
 const USER: &str = "5500000000000002";
 const MID: &str = "aWdfZAG1faXRlbToxOklHTWVzc2FnZUlEOjE3ODQx";
 
-/// Posts `payload`, expects 200, returns what was stored.
+/// Posts `payload`, expects 200, returns what was stored. Every event carries the delivery id
+/// of the posted bytes and a receipt time taken while the post was in flight.
 async fn ingest(payload: Value) -> Vec<StoredEvent> {
     let app = App::start().await;
-    let r = app.post_json(&payload).await;
+    let body = igrelay_testkit::webhook::encode(&payload);
+    let delivery_id = igrelay_core::ids::hex_lower(&Sha256::digest(&body));
+    let before = igrelay_core::time::now_ms();
+    let r = app.post_bytes(body).await;
+    let after = igrelay_core::time::now_ms();
     assert_eq!(r.status, 200, "{}", r.text());
     let events = app.events().await;
+    for e in &events {
+        assert_eq!(meta(e).delivery_id, delivery_id);
+        let received = timestamp_to_ms(meta(e).received_time.as_ref().unwrap());
+        assert!((before..=after).contains(&received), "received {received} not within {before}..={after}");
+    }
     app.stop().await;
     events
 }
@@ -46,8 +57,8 @@ fn check_for(e: &StoredEvent, account: &str, kind: EventKind, field: &str) {
     assert_eq!(e.headers.get("Igrelay-Type").unwrap().as_str(), "igrelay.v1.Event");
     assert_eq!(e.headers.get("Igrelay-Kind").unwrap().as_str(), kind.token());
     assert_eq!(e.headers.get("Nats-Msg-Id").unwrap().as_str(), meta(e).event_id);
-    assert!(meta(e).received_time.is_some());
-    assert_eq!(meta(e).delivery_id.len(), 64);
+    assert!(meta(e).event_id.contains(&format!(":{account}:")), "ids name the account: {}", meta(e).event_id);
+    assert!(meta(e).time_problem.is_empty(), "{}", meta(e).time_problem);
 }
 
 fn message(e: &StoredEvent) -> &v1::Message {
@@ -78,8 +89,9 @@ async fn seed_self_messaging_echo() {
     assert_eq!(m.sender_id, ACCOUNT);
     assert_eq!(m.recipient_id, "5500000000000001");
     assert_eq!(m.text, "Hello äöå 😀");
-    assert_eq!(meta(&e).event_id, format!("msg:{MID}"));
-    // Timestamps given as strings, in milliseconds.
+    assert_eq!(meta(&e).event_id, format!("echo:{ACCOUNT}:{MID}"));
+    // Timestamps given as strings, in milliseconds (this example gives the same value twice;
+    // `seed_self_postback` tells the two apart).
     assert_eq!(timestamp_to_ms(meta(&e).event_time.as_ref().unwrap()), 1_743_480_368_963);
     assert_eq!(timestamp_to_ms(meta(&e).sent_time.as_ref().unwrap()), 1_743_480_368_963);
     assert_eq!(meta(&e).channel, Channel::Messaging as i32);
@@ -90,7 +102,10 @@ async fn seed_self_postback() {
     let e = ingest_one(fixture("seed_02_self_postback_webhook.json")).await;
     // This example names a literal account id and numeric times.
     check_for(&e, "45202218377435", EventKind::Postback, "messaging_postbacks");
+    // The item's timestamp is the event time; entry.time is when Meta sent it.
     assert_eq!(timestamp_to_ms(meta(&e).event_time.as_ref().unwrap()), 1_743_480_368_714);
+    assert_eq!(timestamp_to_ms(meta(&e).sent_time.as_ref().unwrap()), 1_743_480_368_963);
+    assert_eq!(meta(&e).event_id, format!("postback:45202218377435:{MID}"));
     let Some(Payload::Postback(p)) = &e.event.payload else { panic!() };
     assert!(p.is_self);
     assert_eq!(
@@ -114,7 +129,7 @@ async fn seed_self_comment_in_changes() {
     assert_eq!(c.media.as_ref().unwrap().id, "18100000000000001");
     assert!(!c.live);
     assert_eq!(meta(&e).channel, Channel::Changes as i32);
-    assert_eq!(meta(&e).event_id, "comment:18000000000000001");
+    assert_eq!(meta(&e).event_id, format!("comment:{ACCOUNT}:18000000000000001"));
 }
 
 #[tokio::test]
@@ -169,7 +184,7 @@ async fn seed_message_edit_with_string_count() {
     check(&e, EventKind::MessageEdit, "message_edit");
     let Some(Payload::MessageEdit(m)) = &e.event.payload else { panic!() };
     assert_eq!((m.text.as_str(), m.num_edit), ("Hello (edited)", 2));
-    assert_eq!(meta(&e).event_id, format!("edit:{MID}:2"));
+    assert_eq!(meta(&e).event_id, format!("edit:{ACCOUNT}:{MID}:2"));
 }
 
 #[tokio::test]
@@ -298,7 +313,7 @@ async fn standby_items_keep_their_kind_and_are_marked() {
     let e = ingest_one(payload).await;
     check(&e, EventKind::Message, "messages");
     assert_eq!(meta(&e).channel, Channel::Standby as i32);
-    assert_eq!(meta(&e).event_id, "standby:msg:m-sb");
+    assert_eq!(meta(&e).event_id, format!("standby:msg:{ACCOUNT}:m-sb"));
 }
 
 #[tokio::test]
@@ -355,20 +370,22 @@ async fn unknown_fields_and_items_are_kept_raw() {
         {"id": ACCOUNT, "time": 1, "messaging": [{"sender": {"id": USER}, "recipient": {"id": ACCOUNT}, "timestamp": 1, "hologram": {"id": 7}}]},
         {"id": ACCOUNT, "time": 1, "something_else": true}
     ]});
+    let kept = [
+        json!({"field": "brand_new_field", "value": {"x": 1}}),
+        payload["entry"][1]["messaging"][0].clone(),
+        payload["entry"][2].clone(),
+    ];
     let events = ingest(payload).await;
     assert_eq!(events.len(), 3);
-    for e in &events {
-        check(e, EventKind::Unknown, &meta(e).webhook_field.clone());
+    for ((e, field), raw) in events.iter().zip(["brand_new_field", "unknown", "unknown"]).zip(&kept) {
+        check(e, EventKind::Unknown, field);
         let Some(Payload::Unknown(u)) = &e.event.payload else { panic!() };
-        assert!(!u.raw_json.is_empty());
-        serde_json::from_slice::<Value>(&u.raw_json).unwrap();
+        assert_eq!(&serde_json::from_slice::<Value>(&u.raw_json).unwrap(), raw, "the item is kept as it was");
     }
     let Some(Payload::Unknown(u)) = &events[0].event.payload else { panic!() };
-    assert_eq!(meta(&events[0]).webhook_field, "brand_new_field");
     assert!(u.reason.contains("brand_new_field"));
     let Some(Payload::Unknown(u)) = &events[1].event.payload else { panic!() };
     assert!(u.reason.contains("hologram"), "{}", u.reason);
-    assert!(String::from_utf8_lossy(&u.raw_json).contains("hologram"));
 }
 
 #[tokio::test]
@@ -379,4 +396,125 @@ async fn numeric_ids_are_accepted() {
     let e = ingest_one(payload).await;
     check(&e, EventKind::Message, "messages");
     assert_eq!(message(&e).sender_id, USER);
+}
+
+// ---- event ids: one per account and per happening ----
+
+/// Posts each payload (each is one delivery), expects 200 for all, returns what was stored.
+async fn ingest_all(app: &App, payloads: &[Value]) -> Vec<StoredEvent> {
+    for p in payloads {
+        let r = app.post_json(p).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    app.events().await
+}
+
+#[tokio::test]
+async fn one_mid_seen_by_two_managed_accounts_is_an_event_for_each() {
+    // Account A messages account B, both managed here: A gets the echo, B the message, same mid.
+    const B: &str = "17841400000000002";
+    let app = App::start().await;
+    let item = |entry: &str| {
+        json!({"object": "instagram", "entry": [{"id": entry, "time": 1_743_480_368_963i64, "messaging": [
+            {"sender": {"id": ACCOUNT}, "recipient": {"id": B}, "timestamp": 1_743_480_368_714i64,
+             "message": {"mid": "m-between", "text": "hi B", "is_echo": entry == ACCOUNT}}
+        ]}]})
+    };
+    let events = ingest_all(&app, &[item(ACCOUNT), item(B), item(ACCOUNT), item(B)]).await;
+    assert_eq!(events.len(), 2, "one per account, redeliveries once: {events:#?}");
+    check_for(&events[0], ACCOUNT, EventKind::MessageEcho, "messages");
+    check_for(&events[1], B, EventKind::Message, "messages");
+    assert_eq!(message(&events[0]).mid, message(&events[1]).mid);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_happening_on_one_mid_is_its_own_event_and_redeliveries_are_not() {
+    let app = App::start().await;
+    let at = |ts: i64, key: &str, body: Value| {
+        let mut item = json!({"sender": {"id": USER}, "recipient": {"id": ACCOUNT}, "timestamp": ts});
+        item[key] = body;
+        messaging(item)
+    };
+    let happenings = [
+        at(1_743_480_368_714, "message", json!({"mid": MID, "text": "hello"})),
+        at(1_743_480_369_000, "message_edit", json!({"mid": MID, "text": "hello!", "num_edit": 1})),
+        at(1_743_480_370_000, "message_edit", json!({"mid": MID, "text": "hello!!", "num_edit": 2})),
+        at(1_743_480_371_000, "reaction", json!({"mid": MID, "action": "react", "reaction": "love", "emoji": "❤"})),
+        at(1_743_480_372_000, "reaction", json!({"mid": MID, "action": "unreact"})),
+        at(1_743_480_373_000, "reaction", json!({"mid": MID, "action": "react", "reaction": "love", "emoji": "❤"})),
+        at(1_743_480_374_000, "read", json!({"mid": MID})),
+        // The user unsends it: Meta sends the deleted message's mid with is_deleted.
+        at(1_743_480_375_000, "message", json!({"mid": MID, "is_deleted": true})),
+    ];
+    let mut twice = happenings.to_vec();
+    twice.extend(happenings.iter().cloned());
+    let events = ingest_all(&app, &twice).await;
+    let ids: Vec<&str> = events.iter().map(|e| meta(e).event_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            format!("msg:{ACCOUNT}:{MID}"),
+            format!("edit:{ACCOUNT}:{MID}:1"),
+            format!("edit:{ACCOUNT}:{MID}:2"),
+            format!("reaction:{ACCOUNT}:{MID}:react:{USER}:1743480371000"),
+            format!("reaction:{ACCOUNT}:{MID}:unreact:{USER}:1743480372000"),
+            format!("reaction:{ACCOUNT}:{MID}:react:{USER}:1743480373000"),
+            format!("seen:{ACCOUNT}:{MID}:{USER}"),
+            format!("msg_deleted:{ACCOUNT}:{MID}"),
+        ]
+    );
+    let deleted = message(events.last().unwrap());
+    assert!(deleted.is_deleted && deleted.mid == MID, "consumers learn the message was deleted");
+    assert!(!message(&events[0]).is_deleted);
+    app.stop().await;
+}
+
+// ---- times ----
+
+#[tokio::test]
+async fn graph_api_time_text_becomes_the_event_time() {
+    // 2021-09-08T06:34:04Z = 1631082844 s.
+    let payload = json!({"object": "instagram", "entry": [
+        {"id": ACCOUNT, "time": "2021-09-08T06:34:05+0000", "messaging": [
+            {"sender": {"id": USER}, "recipient": {"id": ACCOUNT}, "timestamp": "2021-09-08T06:34:04+0000", "message": {"mid": "m-iso", "text": "t"}}
+        ]},
+        {"id": ACCOUNT, "time": "2021-09-08T08:34:10+0200", "changes": [
+            {"field": "comments", "value": {"id": "c-iso", "text": "c", "from": {"id": USER}, "time": "2021-09-08T06:34:06+0000"}}
+        ]}
+    ]});
+    let events = ingest(payload).await;
+    assert_eq!(events.len(), 2);
+    let ms = |t: &Option<prost_types::Timestamp>| timestamp_to_ms(t.as_ref().expect("time set"));
+    assert_eq!(ms(&meta(&events[0]).event_time), 1_631_082_844_000);
+    assert_eq!(ms(&meta(&events[0]).sent_time), 1_631_082_845_000);
+    assert_eq!(ms(&meta(&events[1]).event_time), 1_631_082_846_000);
+    assert_eq!(ms(&meta(&events[1]).sent_time), 1_631_082_850_000);
+    check(&events[0], EventKind::Message, "messages");
+    check(&events[1], EventKind::Comment, "comments");
+}
+
+#[tokio::test]
+async fn an_unreadable_time_leaves_event_time_unset_and_says_so() {
+    let app = App::start().await;
+    let payload = json!({"object": "instagram", "entry": [
+        {"id": ACCOUNT, "time": 1_743_480_368_963i64, "messaging": [
+            {"sender": {"id": USER}, "recipient": {"id": ACCOUNT}, "timestamp": "next tuesday", "message": {"mid": "m-when", "text": "t"}}
+        ]},
+        {"id": ACCOUNT, "time": "soon", "messaging": [
+            {"sender": {"id": USER}, "recipient": {"id": ACCOUNT}, "message": {"mid": "m-when-2", "text": "t"}}
+        ]}
+    ]});
+    let events = ingest_all(&app, &[payload]).await;
+    assert_eq!(events.len(), 2);
+    let m = meta(&events[0]);
+    assert_eq!(m.event_time, None, "no made-up time");
+    assert_eq!(timestamp_to_ms(m.sent_time.as_ref().unwrap()), 1_743_480_368_963);
+    assert!(m.time_problem.contains("timestamp \"next tuesday\" is not a time"), "{}", m.time_problem);
+    let m = meta(&events[1]);
+    assert_eq!((m.event_time.as_ref(), m.sent_time.as_ref()), (None, None));
+    assert!(m.time_problem.contains("time \"soon\" is not a time"), "{}", m.time_problem);
+    let metrics = app.metrics().await;
+    assert!(metrics.contains("igrelay_ingest_events_time_unreadable_total 2"), "{metrics}");
+    app.stop().await;
 }

@@ -2,10 +2,12 @@
 //! - [`telemetry`]: JSON logs, OpenTelemetry traces (OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is
 //!   set), W3C propagation.
 //! - [`ops`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`server`]: serving HTTP with header/request timeouts and a connection limit.
 //! - [`shutdown`]: SIGTERM/SIGINT start a graceful stop; a second signal exits at once.
 //! - [`Secret`]: configuration values that never reach logs.
 
 pub mod ops;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -74,12 +74,15 @@ impl Harness {
             ..Default::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ingest_base = format!("http://{}", listener.local_addr().unwrap());
+        let ingest_ops = format!("http://{}", ops_listener.local_addr().unwrap());
         let ingest_url = format!("{ingest_base}/webhooks/instagram");
-        tasks.push(tokio::spawn(igrelay_ingest::run_with_listener(
+        tasks.push(tokio::spawn(igrelay_ingest::run_with_listeners(
             ingest_cfg,
             bus.clone(),
             listener,
+            ops_listener,
             shutdown.clone(),
         )));
 
@@ -115,8 +118,7 @@ impl Harness {
         // created its streams and learns windows.
         let http = igrelay_testkit::http::client();
         for _ in 0..400 {
-            if igrelay_testkit::http::get(&http, &format!("{ingest_base}/readyz")).await.is_ok_and(|r| r.status == 200)
-            {
+            if igrelay_testkit::http::get(&http, &format!("{ingest_ops}/readyz")).await.is_ok_and(|r| r.status == 200) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

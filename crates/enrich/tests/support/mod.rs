@@ -34,6 +34,8 @@ pub struct App {
     pub nats: Nats,
     pub emulator: EmulatorHandle,
     pub base: String,
+    /// The ops listener (`/healthz`, `/readyz`, `/metrics`).
+    pub ops: String,
     pub http: HttpClient,
     pub publisher: Publisher,
     pub shutdown: CancellationToken,
@@ -46,6 +48,7 @@ pub struct App {
 /// Another enrich process on the same NATS (a replica).
 pub struct Replica {
     pub base: String,
+    pub ops: String,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -101,16 +104,19 @@ impl App {
         };
         tune(&mut cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let ops = format!("http://{}", ops_listener.local_addr().unwrap());
         cfg.status_base_url = base.clone();
         let graph = GraphConfig::single_host(emulator.base_url.clone());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(igrelay_enrich::run_with_listener(
+        let task = tokio::spawn(igrelay_enrich::run_with_listeners(
             cfg.clone(),
             bus.clone(),
             graph,
             accounts_config(),
             listener,
+            ops_listener,
             shutdown.clone(),
         ));
         let app = App {
@@ -118,6 +124,7 @@ impl App {
             nats,
             emulator,
             base,
+            ops,
             http: http::client(),
             shutdown,
             task,
@@ -132,22 +139,25 @@ impl App {
     /// Starts a second enrich process with the same configuration on the same NATS.
     pub async fn start_replica(&self) -> Replica {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let ops = format!("http://{}", ops_listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(igrelay_enrich::run_with_listener(
+        let task = tokio::spawn(igrelay_enrich::run_with_listeners(
             EnrichConfig { status_base_url: base.clone(), ..self.cfg.clone() },
             self.bus.clone(),
             GraphConfig::single_host(self.emulator.base_url.clone()),
             accounts_config(),
             listener,
+            ops_listener,
             shutdown.clone(),
         ));
-        wait_ready(&self.http, &base).await;
-        Replica { base, shutdown, task }
+        wait_ready(&self.http, &ops).await;
+        Replica { base, ops, shutdown, task }
     }
 
     pub async fn wait_ready(&self) {
-        wait_ready(&self.http, &self.base).await
+        wait_ready(&self.http, &self.ops).await
     }
 }
 

@@ -126,7 +126,14 @@ impl Stack {
             app_secrets: vec![Secret::new(emu_cfg.app_secret.clone())],
             ..Default::default()
         };
-        tokio::spawn(igrelay_ingest::run_with_listener(ingest_cfg, bus.clone(), ingest_listener, shutdown.clone()));
+        let ingest_ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tokio::spawn(igrelay_ingest::run_with_listeners(
+            ingest_cfg,
+            bus.clone(),
+            ingest_listener,
+            ingest_ops,
+            shutdown.clone(),
+        ));
         emu_cfg.webhooks.callback_url = Some(ingest_url);
         let emulator = igrelay_emulator::spawn(emu_cfg).await.unwrap();
 
@@ -233,7 +240,9 @@ impl Stack {
     /// profile requests) and waits until it is ready. Stops with the stack.
     pub async fn start_enrich(&self) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let ops = format!("http://{}", ops_listener.local_addr().unwrap());
         let cfg = igrelay_enrich::EnrichConfig {
             app_secrets: vec![Secret::new("enrich-test-secret")],
             // Tests assert what happens, not how fast.
@@ -241,17 +250,18 @@ impl Stack {
             status_base_url: base.clone(),
             ..Default::default()
         };
-        tokio::spawn(igrelay_enrich::run_with_listener(
+        tokio::spawn(igrelay_enrich::run_with_listeners(
             cfg,
             self.bus.clone(),
             GraphConfig::single_host(self.emulator.base_url.clone()),
             accounts_config(),
             listener,
+            ops_listener,
             self.shutdown.clone(),
         ));
         let http = igrelay_testkit::http::client();
         for _ in 0..200 {
-            if igrelay_testkit::http::get(&http, &format!("{base}/readyz")).await.is_ok_and(|r| r.status == 200) {
+            if igrelay_testkit::http::get(&http, &format!("{ops}/readyz")).await.is_ok_and(|r| r.status == 200) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -71,13 +71,15 @@ impl Env {
             ..Default::default()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(igrelay_enrich::run_with_listener(
+        let task = tokio::spawn(igrelay_enrich::run_with_listeners(
             cfg,
             self.bus.clone(),
             self.graph.clone(),
             self.accounts.clone(),
             listener,
+            ops_listener,
             shutdown.clone(),
         ));
         Ok(Running { shutdown, task })

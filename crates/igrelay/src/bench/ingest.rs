@@ -83,11 +83,11 @@ pub async fn run(args: IngestBenchArgs) -> anyhow::Result<()> {
     if args.baseline_msg_id {
         base_args.push("--msg-id");
     }
-    let baseline = spawn(&exe, &base_args, &server.url(), base_addr)?;
-    let ingest_addr = free_addr()?;
-    let ingest = spawn(&exe, &["ingest"], &server.url(), ingest_addr)?;
+    let baseline = spawn(&exe, &base_args, &server.url(), base_addr, free_addr()?)?;
+    let (ingest_addr, ingest_ops) = (free_addr()?, free_addr()?);
+    let ingest = spawn(&exe, &["ingest"], &server.url(), ingest_addr, ingest_ops)?;
     wait_ready(&client, base_addr).await?;
-    wait_ready(&client, ingest_addr).await?;
+    wait_ready(&client, ingest_ops).await?;
     let targets = [
         Target { url: format!("http://{base_addr}{PATH}"), pid: baseline.0.id(), tag: "base" },
         Target { url: format!("http://{ingest_addr}{PATH}"), pid: ingest.0.id(), tag: "ingest" },
@@ -201,6 +201,8 @@ fn server_cpu(server: &LocalNatsServer) -> u64 {
 fn request_fn(phase: &'static str, target: &'static str) -> RequestFn {
     // A counter shared by every phase of a target keeps message ids unique across rounds.
     static SEQ: AtomicU64 = AtomicU64::new(0);
+    // A current time: ingest drops deliveries older than the events stream's duplicate window.
+    let now = igrelay_core::time::now_ms();
     Arc::new(move |w, _| {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let mid = format!("{phase}-{target}-{w}-{n}");
@@ -209,7 +211,7 @@ fn request_fn(phase: &'static str, target: &'static str) -> RequestFn {
             "5500000000000002",
             &mid,
             "Hello, do you ship to Lisbon? äöå",
-            1_743_480_368_714,
+            now,
         ));
         let headers = webhook::signed_headers(SECRET, &body);
         (headers, body)
@@ -221,11 +223,18 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-fn spawn(exe: &std::path::Path, args: &[&str], nats_url: &str, listen: SocketAddr) -> anyhow::Result<ChildGuard> {
+fn spawn(
+    exe: &std::path::Path,
+    args: &[&str],
+    nats_url: &str,
+    listen: SocketAddr,
+    ops: SocketAddr,
+) -> anyhow::Result<ChildGuard> {
     let child = Command::new(exe)
         .args(args)
         .env("IGRELAY_NATS__URL", nats_url)
         .env("IGRELAY_INGEST__LISTEN", listen.to_string())
+        .env("IGRELAY_INGEST__OPS_LISTEN", ops.to_string())
         .env("IGRELAY_INGEST__VERIFY_TOKEN", "bench")
         .env("IGRELAY_INGEST__APP_SECRETS", format!("[\"{SECRET}\"]"))
         .env("RUST_LOG", "warn")

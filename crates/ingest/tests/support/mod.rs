@@ -20,7 +20,10 @@ pub const ACCOUNT: &str = "17841400000000001";
 pub struct App {
     pub nats: Nats,
     pub url: String,
+    /// The webhook listener.
     pub base: String,
+    /// The ops listener (`/healthz`, `/readyz`, `/metrics`).
+    pub ops: String,
     pub http: HttpClient,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -32,6 +35,11 @@ impl App {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut IngestConfig)) -> App {
+        Self::start_with_bus(tune, |_| {}).await
+    }
+
+    /// Starts with ingest's and the bus's configuration adjusted.
+    pub async fn start_with_bus(tune: impl FnOnce(&mut IngestConfig), tune_bus: impl FnOnce(&mut BusConfig)) -> App {
         // The first App of the test binary installs telemetry and keeps it for the whole run.
         static TELEMETRY: std::sync::OnceLock<Option<igrelay_runtime::telemetry::TelemetryGuard>> =
             std::sync::OnceLock::new();
@@ -42,17 +50,24 @@ impl App {
         let mut cfg = IngestConfig {
             verify_token: Secret::new(VERIFY_TOKEN),
             app_secrets: vec![Secret::new(OLD_SECRET), Secret::new(SECRET)],
+            // The fixtures are Meta's recorded examples, with entry times from 2025: far older
+            // than the default max_delivery_age. Tests of that limit set it themselves.
+            max_delivery_age: Some(Duration::from_secs(100 * 365 * 86_400)),
             ..Default::default()
         };
         tune(&mut cfg);
         let mut bus = BusConfig::default();
         bus.nats.url = nats.url();
         bus.nats.max_reconnect_delay = Duration::from_millis(200);
+        tune_bus(&mut bus);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let ops = format!("http://{}", ops_listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(igrelay_ingest::run_with_listener(cfg, bus, listener, shutdown.clone()));
-        let app = App { nats, url: format!("{base}/webhooks/instagram"), base, http: http::client(), shutdown, task };
+        let task = tokio::spawn(igrelay_ingest::run_with_listeners(cfg, bus, listener, ops_listener, shutdown.clone()));
+        let app =
+            App { nats, url: format!("{base}/webhooks/instagram"), base, ops, http: http::client(), shutdown, task };
         app.wait_ready().await;
         app
     }
@@ -60,7 +75,7 @@ impl App {
     /// Waits (bounded) until /readyz says ready.
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
-            if http::get(&self.http, &format!("{}/readyz", self.base)).await.is_ok_and(|r| r.status == 200) {
+            if http::get(&self.http, &format!("{}/readyz", self.ops)).await.is_ok_and(|r| r.status == 200) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -85,6 +100,11 @@ impl App {
 
     pub async fn events(&self) -> Vec<igrelay_testkit::events::StoredEvent> {
         igrelay_testkit::events::read_all(&self.nats.js, "ig.v1.evt.>").await.unwrap()
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        http::get(&self.http, &format!("{}/metrics", self.ops)).await.unwrap().text()
     }
 
     pub async fn event_count(&self) -> u64 {
