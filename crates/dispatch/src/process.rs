@@ -240,7 +240,9 @@ pub async fn handle(ctx: &Ctx, msg: jetstream::Message, lease: &Lease, stop: &Ca
         reject_foreign(ctx, &msg, &account, &cmd).await;
         return Handled::Done;
     }
-    let published_ms = msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
+    // A command that went through the park keeps the time it was first stored.
+    let published_ms = crate::park::stored_ms(&msg)
+        .or_else(|| msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64));
     let job = Job { ctx, msg: &msg, account: &account, id: cmd.id(), lease, stop };
     let result = match job.process(&cmd, published_ms).await {
         Ok(o) => Some((o, true)),
@@ -383,7 +385,9 @@ fn deadline_ms(cfg: &crate::DispatchConfig, cmd: &Command, published_ms: Option<
 pub fn deadline_passed(cfg: &crate::DispatchConfig, msg: &jetstream::Message) -> bool {
     let Some((kind, _, _)) = subjects::parse_stored_command(&msg.subject) else { return true };
     let Ok(cmd) = Command::decode(kind, &msg.payload) else { return true };
-    let published_ms = msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
+    // A command that went through the park keeps the time it was first stored.
+    let published_ms = crate::park::stored_ms(msg)
+        .or_else(|| msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64));
     let now = now_ms();
     deadline_ms(cfg, &cmd, published_ms, now) <= now
 }
