@@ -153,6 +153,7 @@ pub async fn run(ctx: Arc<Ctx>, partition: u32, lease: Lease, stop: Cancellation
     };
     tracing::info!(partition, parked_accounts = in_park.len(), "serving partition");
     let state = State { in_park: in_park.into_iter().collect(), ..Default::default() };
+    ctx.metrics.park_stream_accounts.inc_by(state.in_park.len() as i64);
     let p = Arc::new(Partition {
         in_flight: Arc::new(Semaphore::new(ctx.cfg.max_in_flight)),
         ctx,
@@ -372,6 +373,7 @@ impl Partition {
             let _ = m.ack_with(AckKind::Nak(Some(process::HAND_BACK_DELAY))).await;
             handed += 1;
         }
+        self.metrics().park_stream_accounts.dec_by(st.in_park.len() as i64);
         st.in_park.clear();
         st.draining.clear();
         self.metrics().queued.dec_by(st.held.len() as i64);

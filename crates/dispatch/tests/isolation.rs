@@ -412,12 +412,13 @@ async fn a_paused_backlog_beyond_the_ack_budget_moves_to_the_park_and_comes_back
         assert!(outcomes_of(&h, id).await.is_empty(), "{id} must wait while A is paused");
     }
     assert!(stored(&h, "IGRELAY_PARKED").await > 0, "A's backlog is in the park stream");
+    assert_eq!(d1.metric("igrelay_dispatch_park_stream_accounts").await, Some(1.0));
 
     // Restart during the pause; the new owner finds the park, and A's newer commands (fewer than
     // park_hold) queue behind it.
     d1.stop.cancel();
     assert!(tokio::time::timeout(Duration::from_secs(30), d1.task).await.is_ok(), "dispatch did not stop");
-    let _d2 = h.spawn_dispatch_proc(cfg()).await;
+    let d2 = h.spawn_dispatch_proc(cfg()).await;
     for u in &users_a[..2] {
         let id = format!("pa-{u}-6");
         h.send(text(ACCOUNT, &id, u, "a6")).await;
@@ -457,6 +458,13 @@ async fn a_paused_backlog_beyond_the_ack_budget_moves_to_the_park_and_comes_back
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stored(&h, "IGRELAY_PARKED").await, 0, "the park is drained");
+    for _ in 0..200 {
+        if d2.metric("igrelay_dispatch_park_stream_accounts").await == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d2.metric("igrelay_dispatch_park_stream_accounts").await, Some(0.0), "served normally again");
     h.send(text(ACCOUNT, "pa-after", &users_a[0], "after")).await;
     assert!(is_sent(&h.outcome("pa-after").await));
     h.stop().await;

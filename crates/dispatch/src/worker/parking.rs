@@ -40,7 +40,9 @@ impl Partition {
                 st.to_park.extend(lane.queue.drain(..));
                 lane.parked = false;
             }
-            st.in_park.insert(account.clone());
+            if st.in_park.insert(account.clone()) {
+                self.metrics().park_stream_accounts.inc();
+            }
             tracing::info!(partition = self.partition, account, waiting, "moving parked commands to the park stream");
         }
         self.park_wake.notify_one();
@@ -105,7 +107,7 @@ impl Partition {
     }
 
     async fn drain_until_empty(self: &Arc<Self>, account: &str) {
-        let consumer = loop {
+        let mut consumer = loop {
             match park::consumer(&self.ctx, self.partition, account).await {
                 Ok(c) => break c,
                 Err(e) => tracing::warn!(partition = self.partition, account, error = %e, "cannot open the park"),
@@ -147,10 +149,21 @@ impl Partition {
                     if !self.pause(Duration::from_millis(200)).await {
                         return;
                     }
+                    // The consumer may be gone (deleted by hand): open it again.
+                    if let Ok(c) = park::consumer(&self.ctx, self.partition, account).await {
+                        consumer = c;
+                    }
+                    continue;
                 }
             }
-            if got == 0 && self.leave_park(&consumer, account).await {
-                return;
+            if got == 0 {
+                if self.leave_park(&consumer, account).await {
+                    return;
+                }
+                // Commands of the account still in hand (or the server answered at once).
+                if !self.pause(Duration::from_millis(100)).await {
+                    return;
+                }
             }
         }
     }
@@ -176,7 +189,9 @@ impl Partition {
         if let Ok(stream) = self.ctx.js.get_stream(igrelay_bus::StreamDef::Parked.name()).await {
             let _ = stream.delete_consumer(&park::consumer_name(self.partition, account)).await;
         }
-        st.in_park.remove(account);
+        if st.in_park.remove(account) {
+            self.metrics().park_stream_accounts.dec();
+        }
         tracing::info!(partition = self.partition, account, "park drained; the account is served normally again");
         true
     }
