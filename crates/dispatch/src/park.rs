@@ -83,6 +83,27 @@ pub async fn consumer(
     Ok(stream.create_consumer(config).await?)
 }
 
+/// The first parked message of `subject` after stream sequence `after`, as a message without an
+/// ack subject (read, not consumed): its sequence and the command with its subject restored.
+pub async fn next_after(
+    ctx: &Ctx,
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    after: u64,
+) -> Option<(u64, jetstream::Message)> {
+    let raw = stream.raw_message_builder().sequence(after + 1).next_by_subject(subject).send().await.ok()?;
+    let msg = async_nats::Message {
+        subject: raw.subject,
+        reply: None,
+        payload: raw.payload,
+        headers: Some(raw.headers),
+        status: None,
+        description: None,
+        length: 0,
+    };
+    Some((raw.sequence, restore(jetstream::Message { message: msg, context: ctx.js.clone() })))
+}
+
 /// The durable consumer of one account's park.
 pub fn consumer_name(partition: u32, account: &str) -> String {
     format!("park-p{partition}-{account}")

@@ -19,7 +19,8 @@
 //! recipient holds. A drain task per such account reads its park in order (once the account is
 //! active) into the normal lanes, and the account returns to normal only when its park is empty
 //! and nothing of it is queued, being moved or in flight. A new owner finds such accounts from
-//! the park stream's subjects before it fetches anything.
+//! the park stream's subjects before it fetches anything. While the account is inactive, its
+//! drain task expires parked commands past their deadline (and deletes them from the park).
 //!
 //! Every queued message (parked or waiting for a slot) is kept alive with a progress ack every
 //! third of `ack_wait`, and messages are tracked by stream sequence, so a redelivered copy of one

@@ -526,13 +526,13 @@ async fn many_small_pauses_never_add_up_to_a_stall() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parked_command_keeps_its_deadline_from_when_it_was_accepted() {
+async fn a_parked_command_expires_in_the_park_by_its_deadline_from_when_it_was_accepted() {
     // Commands without accepted time or deadline: their deadline counts from when the commands
     // stream stored them, not from when they moved to the park.
     let cfg = DispatchConfig {
         max_ack_pending: Some(8),
         park_hold: 3,
-        default_deadline: Duration::from_secs(10),
+        default_deadline: Duration::from_secs(12),
         ..test_dispatch_config()
     };
     let h = Harness::start_with(|_, d| *d = cfg).await;
@@ -540,12 +540,11 @@ async fn a_parked_command_keeps_its_deadline_from_when_it_was_accepted() {
     open_window(&h, ACCOUNT, user).await;
     let calls_before = h.graph_calls("messages").await;
     h.accounts.set_status(ACCOUNT, AccountStatus::Paused, "test: paused").await.unwrap();
-    let started = tokio::time::Instant::now();
     for i in 0..2 {
         h.send(text(ACCOUNT, &format!("dl-old-{i}"), user, &format!("old{i}"))).await;
     }
-    // Six seconds later two more: four waiting > park_hold, so all four move to the park now.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Seven seconds later two more: four waiting > park_hold, so all four move to the park now.
+    tokio::time::sleep(Duration::from_secs(7)).await;
     for i in 0..2 {
         h.send(text(ACCOUNT, &format!("dl-new-{i}"), user, &format!("new{i}"))).await;
     }
@@ -556,17 +555,30 @@ async fn a_parked_command_keeps_its_deadline_from_when_it_was_accepted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(stored(&h, "IGRELAY_PARKED").await, 4, "all four in the park");
-    // Past the old commands' deadline (10 s after they were stored), before the new ones'.
-    let wait = Duration::from_secs(11).saturating_sub(started.elapsed());
-    tokio::time::sleep(wait).await;
-    h.accounts.set_status(ACCOUNT, AccountStatus::Active, "test: active").await.unwrap();
+    // Still paused: the old ones expire in the park (12 s after they were stored) and leave it;
+    // the new ones (due 7 s later) still wait.
     for i in 0..2 {
         let old = wait_outcomes(&h, &format!("dl-old-{i}"), |o| !o.is_empty()).await;
         assert_eq!(old.len(), 1, "{old:?}");
         assert!(matches!(old[0].1.result, Some(R::Expired(_))), "expired in the park: {old:?}");
+    }
+    for i in 0..2 {
+        let id = format!("dl-new-{i}");
+        assert!(outcomes_of(&h, &id).await.is_empty(), "{id} is not due yet");
+    }
+    for _ in 0..200 {
+        if stored(&h, "IGRELAY_PARKED").await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored(&h, "IGRELAY_PARKED").await, 2, "the expired ones left the park");
+    h.accounts.set_status(ACCOUNT, AccountStatus::Active, "test: active").await.unwrap();
+    for i in 0..2 {
         let new = wait_outcomes(&h, &format!("dl-new-{i}"), |o| !o.is_empty()).await;
         assert_eq!(new.len(), 1, "{new:?}");
         assert!(is_sent(&new[0].1), "{new:?}");
+        assert_eq!(outcomes_of(&h, &format!("dl-old-{i}")).await.len(), 1, "one outcome each");
     }
     assert_eq!(outbound(&h.emulator.admin.messages(ACCOUNT, user).await.unwrap()), ["new0", "new1"]);
     assert_eq!(h.graph_calls("messages").await - calls_before, 2, "no call for the expired ones");

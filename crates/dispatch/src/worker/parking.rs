@@ -6,10 +6,16 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
+use igrelay_bus::{StreamDef, subjects};
+use igrelay_core::time::now_ms;
+use tokio::time::Instant;
 
 use super::{FETCH_EXPIRY, PARK_CHECK, Partition, seq_of};
 use crate::park;
 use crate::process;
+
+/// Longest time between two looks for expired commands in a paused account's park.
+const PARK_SWEEP: Duration = Duration::from_secs(60);
 
 impl Partition {
     /// A paused account with more than `park_hold` commands waiting here, none in flight, has
@@ -122,11 +128,15 @@ impl Partition {
             return;
         }
         let batch_size = self.ctx.cfg.park_hold.clamp(1, 256);
+        let mut next_sweep = Instant::now();
         loop {
             if self.stop.is_cancelled() || !self.lease.valid() {
                 return;
             }
             if self.state.lock().await.paused.contains(account) {
+                if Instant::now() >= next_sweep {
+                    next_sweep = self.expire_parked(account).await;
+                }
                 if !self.pause(PARK_CHECK).await {
                     return;
                 }
@@ -166,6 +176,44 @@ impl Partition {
                 }
             }
         }
+    }
+
+    /// While the account is paused: every parked command past its deadline ends as Expired (the
+    /// same processing as when drained: idempotency first, then the deadline), and once its
+    /// outcome is recorded it is deleted from the park. Returns when to look again: at the earliest
+    /// deadline seen, at the latest after PARK_SWEEP.
+    async fn expire_parked(&self, account: &str) -> Instant {
+        let mut next = Instant::now() + PARK_SWEEP;
+        let Ok(stream) = self.ctx.js.get_stream(StreamDef::Parked.name()).await else {
+            return Instant::now() + PARK_CHECK;
+        };
+        let subject = subjects::parked(self.partition, account);
+        let mut after = 0u64;
+        while let Some((seq, msg)) = park::next_after(&self.ctx, &stream, &subject, after).await {
+            after = seq;
+            if self.stop.is_cancelled() || !self.lease.valid() {
+                break;
+            }
+            // Held here (drained before the pause): the lane expires it.
+            if self.state.lock().await.held.contains(&(true, seq)) {
+                continue;
+            }
+            // Undecodable ones are dead-lettered when drained.
+            let Some(deadline) = process::deadline_of(&self.ctx.cfg, &msg) else { continue };
+            let now = now_ms();
+            if deadline > now {
+                let left = Duration::from_millis(u64::try_from(deadline - now).unwrap_or(u64::MAX));
+                next = next.min(Instant::now() + left);
+                continue;
+            }
+            process::handle(&self.ctx, msg.clone(), &self.lease, &self.stop).await;
+            if process::recorded(&self.ctx, &msg).await
+                && let Err(e) = stream.delete_message(seq).await
+            {
+                tracing::warn!(partition = self.partition, account, error = %e, "expired parked command not deleted");
+            }
+        }
+        next
     }
 
     /// Returns the account to normal if its park is empty and nothing of it is held here. The
