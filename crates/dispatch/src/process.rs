@@ -355,6 +355,11 @@ async fn finish(
             tracing::warn!(error = %e, "idempotency record not written; the outcome is deduplicated on redelivery");
         }
     }
+    // A parked command read (not consumed) to expire it has nothing to acknowledge: the park
+    // deletes it once its outcome is recorded.
+    if msg.reply.is_none() {
+        return;
+    }
     if let Err(e) = msg.double_ack().await {
         tracing::warn!(error = %e, "ack not confirmed; a redelivery finds the outcome record");
     }
