@@ -10,6 +10,7 @@
 //! | `ig.v1.dlq.<stream>.<consumer>` | the original message, reason in headers | IGRELAY_DLQ |
 //! | `ig.v1.audit.<account>.<action>` | `igrelay.v1.AuditRecord` | IGRELAY_AUDIT |
 //! | `ig.v1.enr.<account>.<kind>` | `igrelay.v1.EnrichedEvent` | IGRELAY_ENRICHED |
+//! | `ig.v1.park.<partition>.<account>` | a parked command, unchanged (dispatch internal) | IGRELAY_PARKED |
 //! | `ig.v1.req.profile` | request/reply `igrelay.v1.GetUserProfileRequest` → `…Response` | none (core NATS) |
 //! | `ig.v1.req.forget_user` | request/reply `igrelay.v1.ForgetUserRequest` → `…Response` | none (core NATS) |
 //!
@@ -28,6 +29,8 @@ pub const OUTCOMES_ALL: &str = "ig.v1.out.>";
 pub const DLQ_ALL: &str = "ig.v1.dlq.>";
 pub const AUDIT_ALL: &str = "ig.v1.audit.>";
 pub const ENRICHED_ALL: &str = "ig.v1.enr.>";
+/// Commands of accounts that cannot call Meta now, moved out of the commands stream by dispatch.
+pub const PARKED_ALL: &str = "ig.v1.park.>";
 /// Request/reply (core NATS, served by enrich): a user's profile on demand.
 pub const PROFILE_REQUEST: &str = "ig.v1.req.profile";
 /// Request/reply (core NATS, served by enrich): forget a user (data deletion).
@@ -245,6 +248,27 @@ pub fn parse_enriched(subject: &str) -> Option<(&str, EventKind)> {
     Some((account, EventKind::from_token(kind)?))
 }
 
+/// `ig.v1.park.<partition>.<account>`: where dispatch parks the commands of an account that cannot
+/// call Meta now (partition = the commands partition the account is stored in).
+pub fn parked(partition: u32, account: &str) -> String {
+    format!("ig.v1.park.{partition}.{account}")
+}
+
+/// Every parked subject of one commands partition.
+pub fn parked_partition_filter(partition: u32) -> String {
+    format!("ig.v1.park.{partition}.*")
+}
+
+/// The account of a parked subject.
+pub fn parse_parked(subject: &str) -> Option<(u32, &str)> {
+    let rest = subject.strip_prefix("ig.v1.park.")?;
+    let (partition, account) = rest.split_once('.')?;
+    if account.is_empty() || account.contains('.') {
+        return None;
+    }
+    Some((partition.parse().ok()?, account))
+}
+
 /// `ig.v1.dlq.<stream>.<consumer>`: where a consumer's poison messages go.
 pub fn dead_letter(stream: &str, consumer: &str) -> String {
     format!("ig.v1.dlq.{stream}.{consumer}")
@@ -270,6 +294,11 @@ mod tests {
         assert_eq!(e, "ig.v1.enr.17841400000000001.postback");
         assert_eq!(parse_enriched(&e), Some(("17841400000000001", EventKind::Postback)));
         assert_eq!(audit(&a, AuditAction::Send), "ig.v1.audit.17841400000000001.send");
+        let p = parked(3, "17841400000000001");
+        assert_eq!(p, "ig.v1.park.3.17841400000000001");
+        assert_eq!(parse_parked(&p), Some((3, "17841400000000001")));
+        assert_eq!(parse_parked("ig.v1.park.x.1"), None);
+        assert_eq!(parse_parked("ig.v1.park.3.1.2"), None);
     }
 
     #[test]
@@ -290,6 +319,7 @@ mod tests {
             "ig.v1.dlq.<stream>.<consumer>",
             "ig.v1.audit.<account>.<action>",
             "ig.v1.enr.<account>.<kind>",
+            "ig.v1.park.<partition>.<account>",
             PROFILE_REQUEST,
             FORGET_USER_REQUEST,
         ] {

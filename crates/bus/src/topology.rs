@@ -82,11 +82,14 @@ pub enum StreamDef {
     Audit,
     /// Inbound user events with the sender's profile (enrich). Limits retention, like events.
     Enriched,
+    /// Commands of accounts that cannot call Meta now, moved there by dispatch so they do not
+    /// hold the commands partition's ack budget. Work queue: removed once carried out.
+    Parked,
 }
 
 impl StreamDef {
-    pub const ALL: [StreamDef; 6] =
-        [Self::Events, Self::Commands, Self::Outcomes, Self::DeadLetters, Self::Audit, Self::Enriched];
+    pub const ALL: [StreamDef; 7] =
+        [Self::Events, Self::Commands, Self::Outcomes, Self::DeadLetters, Self::Audit, Self::Enriched, Self::Parked];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -96,6 +99,7 @@ impl StreamDef {
             Self::DeadLetters => "IGRELAY_DLQ",
             Self::Audit => "IGRELAY_AUDIT",
             Self::Enriched => "IGRELAY_ENRICHED",
+            Self::Parked => "IGRELAY_PARKED",
         }
     }
 
@@ -109,6 +113,7 @@ impl StreamDef {
             Self::DeadLetters => subjects::DLQ_ALL,
             Self::Audit => subjects::AUDIT_ALL,
             Self::Enriched => subjects::ENRICHED_ALL,
+            Self::Parked => subjects::PARKED_ALL,
         }
     }
 
@@ -129,6 +134,12 @@ impl StreamDef {
                 cfg.events_max_age,
                 cfg.events_max_bytes,
                 "inbound user events with the sender's profile",
+            ),
+            Self::Parked => (
+                stream::RetentionPolicy::WorkQueue,
+                Duration::ZERO,
+                0,
+                "commands of accounts that cannot call Meta now",
             ),
         };
         stream::Config {

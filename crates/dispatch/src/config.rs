@@ -68,6 +68,13 @@ pub struct DispatchConfig {
     /// a killed process held take to reach the next owner.
     #[serde(with = "humantime_ms")]
     pub ack_wait: Duration,
+    /// Unacknowledged commands a partition's consumer may hold (queued, parked, in flight) before
+    /// JetStream stops giving it more. Unset: 8 × `max_in_flight`, at least 1024.
+    pub max_ack_pending: Option<usize>,
+    /// Commands of one account that cannot call Meta (needs re-authorisation, paused) kept
+    /// waiting in memory; beyond this many they move to stream IGRELAY_PARKED, so they never hold
+    /// the partition's `max_ack_pending` budget. Must be below `max_ack_pending`.
+    pub park_hold: usize,
 }
 
 impl Default for DispatchConfig {
@@ -86,6 +93,8 @@ impl Default for DispatchConfig {
             retry_max: Duration::from_secs(30),
             throttle_wait: Duration::from_secs(5),
             ack_wait: Duration::from_secs(10),
+            max_ack_pending: None,
+            park_hold: 64,
         }
     }
 }
@@ -103,6 +112,37 @@ impl DispatchConfig {
         if self.ack_wait < Duration::from_secs(3) {
             return Err("dispatch.ack_wait: must be at least 3s".into());
         }
+        if self.max_ack_pending.is_some_and(|m| m <= self.max_in_flight) {
+            return Err("dispatch.max_ack_pending: must be above dispatch.max_in_flight".into());
+        }
+        if self.park_hold >= self.max_ack_pending() {
+            return Err(format!(
+                "dispatch.park_hold: must be below max_ack_pending ({}), or a paused account could stop its partition",
+                self.max_ack_pending()
+            ));
+        }
         Ok(())
+    }
+
+    /// The effective `max_ack_pending` of a partition's consumer.
+    pub fn max_ack_pending(&self) -> usize {
+        self.max_ack_pending.unwrap_or_else(|| (self.max_in_flight.saturating_mul(8)).max(1024))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn park_hold_must_leave_room_in_the_ack_budget() {
+        let ok = DispatchConfig { max_in_flight: 2, max_ack_pending: Some(8), park_hold: 4, ..Default::default() };
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(DispatchConfig::default().max_ack_pending(), 2048);
+        assert_eq!(DispatchConfig { max_in_flight: 2, ..Default::default() }.max_ack_pending(), 1024);
+        let full = DispatchConfig { park_hold: 8, ..ok.clone() };
+        assert!(full.validate().unwrap_err().contains("dispatch.park_hold"));
+        let tiny = DispatchConfig { max_ack_pending: Some(2), park_hold: 1, ..ok };
+        assert!(tiny.validate().unwrap_err().contains("dispatch.max_ack_pending"));
     }
 }

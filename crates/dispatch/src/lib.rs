@@ -8,6 +8,7 @@ pub mod config;
 pub mod lease;
 pub mod limiter;
 mod metrics;
+mod park;
 pub mod process;
 pub mod validate;
 pub mod windows;
@@ -131,7 +132,7 @@ async fn setup(
     igrelay_bus::ensure_streams(
         js,
         &bus.topology,
-        &[StreamDef::Events, StreamDef::Commands, StreamDef::Outcomes, StreamDef::DeadLetters],
+        &[StreamDef::Events, StreamDef::Commands, StreamDef::Outcomes, StreamDef::DeadLetters, StreamDef::Parked],
     )
     .await?;
     Ok(Ctx {

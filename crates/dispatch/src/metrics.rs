@@ -22,6 +22,8 @@ pub struct Metrics {
     pub queued: Gauge,
     /// Accounts whose commands are parked because the account is not active.
     pub parked_accounts: Gauge,
+    /// Accounts with commands in the park stream (IGRELAY_PARKED), in this process's partitions.
+    pub park_stream_accounts: Gauge,
 }
 
 impl Metrics {
@@ -46,6 +48,11 @@ impl Metrics {
             "parked_accounts",
             "Accounts whose commands are parked until the account is active again (new token)",
             m.parked_accounts.clone(),
+        );
+        r.register(
+            "park_stream_accounts",
+            "Accounts of this process's partitions with commands in the park stream IGRELAY_PARKED",
+            m.park_stream_accounts.clone(),
         );
         m
     }

@@ -240,7 +240,9 @@ pub async fn handle(ctx: &Ctx, msg: jetstream::Message, lease: &Lease, stop: &Ca
         reject_foreign(ctx, &msg, &account, &cmd).await;
         return Handled::Done;
     }
-    let published_ms = msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
+    // A command that went through the park keeps the time it was first stored.
+    let published_ms = crate::park::stored_ms(&msg)
+        .or_else(|| msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64));
     let job = Job { ctx, msg: &msg, account: &account, id: cmd.id(), lease, stop };
     let result = match job.process(&cmd, published_ms).await {
         Ok(o) => Some((o, true)),
@@ -353,6 +355,11 @@ async fn finish(
             tracing::warn!(error = %e, "idempotency record not written; the outcome is deduplicated on redelivery");
         }
     }
+    // A parked command read (not consumed) to expire it has nothing to acknowledge: the park
+    // deletes it once its outcome is recorded.
+    if msg.reply.is_none() {
+        return;
+    }
     if let Err(e) = msg.double_ack().await {
         tracing::warn!(error = %e, "ack not confirmed; a redelivery finds the outcome record");
     }
@@ -381,11 +388,31 @@ fn deadline_ms(cfg: &crate::DispatchConfig, cmd: &Command, published_ms: Option<
 /// Whether a (parked) command's deadline has passed; an undecodable one counts as passed, so it
 /// is taken up and dead-lettered.
 pub fn deadline_passed(cfg: &crate::DispatchConfig, msg: &jetstream::Message) -> bool {
-    let Some((kind, _, _)) = subjects::parse_stored_command(&msg.subject) else { return true };
-    let Ok(cmd) = Command::decode(kind, &msg.payload) else { return true };
-    let published_ms = msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64);
+    deadline_of(cfg, msg).is_none_or(|d| d <= now_ms())
+}
+
+/// A stored command's deadline (ms since the epoch); None if it cannot be decoded.
+pub fn deadline_of(cfg: &crate::DispatchConfig, msg: &jetstream::Message) -> Option<i64> {
+    let (kind, _, _) = subjects::parse_stored_command(&msg.subject)?;
+    let cmd = Command::decode(kind, &msg.payload).ok()?;
+    // A command that went through the park keeps the time it was first stored.
+    let published_ms = crate::park::stored_ms(msg)
+        .or_else(|| msg.info().ok().map(|i| (i.published.unix_timestamp_nanos() / 1_000_000) as i64));
     let now = now_ms();
-    deadline_ms(cfg, &cmd, published_ms, now) <= now
+    Some(deadline_ms(cfg, &cmd, published_ms, now))
+}
+
+/// Whether the command has a recorded outcome (the idempotency record says done).
+pub async fn recorded(ctx: &Ctx, msg: &jetstream::Message) -> bool {
+    let Some((kind, _, account)) = subjects::parse_stored_command(&msg.subject) else { return false };
+    let Ok(cmd) = Command::decode(kind, &msg.payload) else { return false };
+    match ctx.idem.entry(idem_key(account, cmd.id())).await {
+        Ok(Some(e)) => {
+            e.operation == async_nats::jetstream::kv::Operation::Put
+                && matches!(e.value.first(), Some(&DONE) | Some(&DONE_LEGACY))
+        }
+        _ => false,
+    }
 }
 
 impl Job<'_> {

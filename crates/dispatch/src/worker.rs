@@ -12,11 +12,23 @@
 //! (a new token was stored) its lanes start again, each in order. A parked command whose deadline
 //! passes is taken up alone, to end as Expired.
 //!
+//! Durable park (crate::park): a paused account with more than `dispatch.park_hold` parked
+//! commands has them moved to stream IGRELAY_PARKED (in lane order, by one parker task), so they
+//! stop holding the partition consumer's `max_ack_pending`. While the account has anything in the
+//! park, each new command of it fetched here goes there too, behind the others, so order per
+//! recipient holds. A drain task per such account reads its park in order (once the account is
+//! active) into the normal lanes, and the account returns to normal only when its park is empty
+//! and nothing of it is queued, being moved or in flight. A new owner finds such accounts from
+//! the park stream's subjects before it fetches anything. While the account is inactive, its
+//! drain task expires parked commands past their deadline (and deletes them from the park).
+//!
 //! Every queued message (parked or waiting for a slot) is kept alive with a progress ack every
 //! third of `ack_wait`, and messages are tracked by stream sequence, so a redelivered copy of one
 //! already held is dropped instead of queued twice. On shutdown or lease loss, the command in
 //! hand finishes and every queued one is handed back (NAK) to be served, in order, by the next
 //! owner.
+
+mod parking;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -27,12 +39,13 @@ use futures::StreamExt;
 use igrelay_bus::StreamDef;
 use igrelay_bus::subjects;
 use igrelay_core::v1::AccountStatus;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::lease::Lease;
+use crate::park;
 use crate::process::{self, Handled};
 use crate::{Ctx, metrics::Metrics};
 
@@ -49,13 +62,23 @@ struct Lane {
     parked: bool,
 }
 
+/// A held message: (from the park stream, stream sequence).
+type Held = (bool, u64);
+
 #[derive(Default)]
 struct State {
     lanes: HashMap<String, Lane>,
-    /// Stream sequences of the messages queued or in hand.
-    held: HashSet<u64>,
+    /// The messages queued, in hand or being moved to the park.
+    held: HashSet<Held>,
     /// Accounts whose commands are parked.
     paused: HashSet<String>,
+    /// Accounts with commands in the durable park (or on their way there): their new commands
+    /// go there too, until the park is drained.
+    in_park: HashSet<String>,
+    /// Accounts whose park a drain task serves.
+    draining: HashSet<String>,
+    /// Commands-stream messages waiting to be moved to the park, in order.
+    to_park: VecDeque<jetstream::Message>,
 }
 
 struct Partition {
@@ -66,10 +89,12 @@ struct Partition {
     stop: CancellationToken,
     in_flight: Arc<Semaphore>,
     lanes: TaskTracker,
+    /// Wakes the parker when `to_park` gets messages.
+    park_wake: Notify,
 }
 
-fn seq_of(msg: &jetstream::Message) -> Option<u64> {
-    msg.info().ok().map(|i| i.stream_sequence)
+fn seq_of(msg: &jetstream::Message) -> Option<Held> {
+    msg.info().ok().map(|i| (i.stream == StreamDef::Parked.name(), i.stream_sequence))
 }
 
 /// The durable consumer of one partition.
@@ -82,7 +107,7 @@ pub async fn consumer(ctx: &Ctx, partition: u32) -> anyhow::Result<jetstream::co
         ack_wait: ctx.cfg.ack_wait,
         // Never give up on a command: each ends in an outcome, not in silence.
         max_deliver: -1,
-        max_ack_pending: (ctx.cfg.max_in_flight * 8).max(1024) as i64,
+        max_ack_pending: i64::try_from(ctx.cfg.max_ack_pending()).unwrap_or(i64::MAX),
         ..Default::default()
     };
     Ok(stream.create_consumer(config).await?)
@@ -114,16 +139,33 @@ pub async fn run(ctx: Arc<Ctx>, partition: u32, lease: Lease, stop: Cancellation
         _ = stop.cancelled() => return,
         _ = tokio::time::sleep(settle) => {}
     }
-    tracing::info!(partition, "serving partition");
+    // Accounts with parked commands keep their place: their new commands queue behind the park.
+    let in_park = loop {
+        match park::accounts(&ctx, partition).await {
+            Ok(a) => break a,
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "cannot list parked accounts; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    };
+    tracing::info!(partition, parked_accounts = in_park.len(), "serving partition");
+    let state = State { in_park: in_park.into_iter().collect(), ..Default::default() };
+    ctx.metrics.park_stream_accounts.inc_by(state.in_park.len() as i64);
     let p = Arc::new(Partition {
         in_flight: Arc::new(Semaphore::new(ctx.cfg.max_in_flight)),
         ctx,
         partition,
-        state: Mutex::default(),
+        state: Mutex::new(state),
         lease,
         stop,
         lanes: TaskTracker::new(),
+        park_wake: Notify::new(),
     });
+    p.lanes.spawn(p.clone().parker());
     let keeper = tokio::spawn(p.clone().keeper());
     while !p.stop.is_cancelled() && p.lease.valid() {
         let batch = consumer.fetch().max_messages(256).expires(FETCH_EXPIRY).messages().await;
@@ -170,10 +212,21 @@ impl Partition {
         if let Some(seq) = seq
             && !st.held.insert(seq)
         {
-            tracing::debug!(partition = self.partition, seq, "redelivered copy of a held command dropped");
+            tracing::debug!(
+                partition = self.partition,
+                seq = seq.1,
+                parked = seq.0,
+                "redelivered copy of a held command dropped"
+            );
             return;
         }
         self.metrics().queued.inc();
+        // Behind the account's parked commands (a drained one is one of them: it goes to a lane).
+        if st.in_park.contains(&account) && !seq.is_some_and(|(from_park, _)| from_park) {
+            st.to_park.push_back(msg);
+            self.park_wake.notify_one();
+            return;
+        }
         let paused = st.paused.contains(&account);
         let lane = st.lanes.entry(key.clone()).or_insert_with(|| Lane {
             account,
@@ -270,13 +323,17 @@ impl Partition {
                 last_progress = Instant::now();
             }
             self.check_parked().await;
+            self.overflow_to_park().await;
+            self.start_drains().await;
         }
     }
 
     /// A progress ack for every queued message, so none is redelivered while it waits.
     async fn progress_all(&self) {
-        let queued: Vec<jetstream::Message> =
-            self.state.lock().await.lanes.values().flat_map(|l| l.queue.iter().cloned()).collect();
+        let queued: Vec<jetstream::Message> = {
+            let st = self.state.lock().await;
+            st.lanes.values().flat_map(|l| l.queue.iter().cloned()).chain(st.to_park.iter().cloned()).collect()
+        };
         for m in &queued {
             let _ = m.ack_with(AckKind::Progress).await;
         }
@@ -311,13 +368,15 @@ impl Partition {
     async fn hand_back_all(&self) {
         let mut st = self.state.lock().await;
         let lanes = std::mem::take(&mut st.lanes);
+        let to_park = std::mem::take(&mut st.to_park);
         let mut handed = 0usize;
-        for (_, lane) in lanes {
-            for m in lane.queue {
-                let _ = m.ack_with(AckKind::Nak(Some(process::HAND_BACK_DELAY))).await;
-                handed += 1;
-            }
+        for m in lanes.into_values().flat_map(|l| l.queue).chain(to_park) {
+            let _ = m.ack_with(AckKind::Nak(Some(process::HAND_BACK_DELAY))).await;
+            handed += 1;
         }
+        self.metrics().park_stream_accounts.dec_by(st.in_park.len() as i64);
+        st.in_park.clear();
+        st.draining.clear();
         self.metrics().queued.dec_by(st.held.len() as i64);
         self.metrics().parked_accounts.dec_by(st.paused.len() as i64);
         st.held.clear();

@@ -364,3 +364,223 @@ async fn far_past_and_future_times_never_break_dispatch() {
     assert_eq!(outbound(&h.emulator.admin.messages(ACCOUNT, user).await.unwrap()), ["dmax", "amax", "after"]);
     h.stop().await;
 }
+
+/// Messages stored in `stream`.
+async fn stored(h: &Harness, stream: &str) -> u64 {
+    h.nats.js.get_stream(stream).await.unwrap().info().await.unwrap().state.messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_backlog_beyond_the_ack_budget_moves_to_the_park_and_comes_back_in_order() {
+    // A partition consumer may hold 8 unacknowledged commands; more than 4 parked ones of one
+    // account move to the park stream.
+    let cfg = || DispatchConfig { max_ack_pending: Some(8), park_hold: 4, ..test_dispatch_config() };
+    let (h, d1) = Harness::start_with_proc(|_, d| *d = cfg()).await;
+    let b = neighbour();
+    add_account(&h, &b, TOKEN_B).await;
+    let users_a: Vec<String> = (0..3).map(|i| format!("55000000000017{i:02}")).collect();
+    let users_b: Vec<String> = (0..3).map(|i| format!("55000000000018{i:02}")).collect();
+    for u in users_a.iter().chain(&users_b) {
+        let account = if users_a.contains(u) { ACCOUNT } else { b.as_str() };
+        open_window(&h, account, u).await;
+    }
+    let calls_before = h.graph_calls("messages").await;
+    h.accounts.set_status(ACCOUNT, AccountStatus::Paused, "test: paused").await.unwrap();
+
+    // 18 commands of the paused account: more than the partition's budget of 8.
+    let mut a_ids = Vec::new();
+    for i in 0..6 {
+        for u in &users_a {
+            let id = format!("pa-{u}-{i}");
+            h.send(text(ACCOUNT, &id, u, &format!("a{i}"))).await;
+            a_ids.push(id);
+        }
+    }
+    // The neighbour's commands (also more than the budget) all complete during the pause.
+    let mut b_ids = Vec::new();
+    for i in 0..4 {
+        for u in &users_b {
+            let id = format!("pb-{u}-{i}");
+            h.send(text(&b, &id, u, &format!("b{i}"))).await;
+            b_ids.push(id);
+        }
+    }
+    for id in &b_ids {
+        assert!(is_sent(&h.outcome(id).await), "{id} while A is paused");
+    }
+    for id in &a_ids {
+        assert!(outcomes_of(&h, id).await.is_empty(), "{id} must wait while A is paused");
+    }
+    assert!(stored(&h, "IGRELAY_PARKED").await > 0, "A's backlog is in the park stream");
+    assert_eq!(d1.metric("igrelay_dispatch_park_stream_accounts").await, Some(1.0));
+
+    // Restart during the pause; the new owner finds the park, and A's newer commands (fewer than
+    // park_hold) queue behind it.
+    d1.stop.cancel();
+    assert!(tokio::time::timeout(Duration::from_secs(30), d1.task).await.is_ok(), "dispatch did not stop");
+    let d2 = h.spawn_dispatch_proc(cfg()).await;
+    for u in &users_a[..2] {
+        let id = format!("pa-{u}-6");
+        h.send(text(ACCOUNT, &id, u, "a6")).await;
+        a_ids.push(id);
+    }
+    for u in &users_b {
+        let id = format!("pb-{u}-4");
+        h.send(text(&b, &id, u, "b4")).await;
+        assert!(is_sent(&h.outcome(&id).await), "{id} after the restart, A still paused");
+        b_ids.push(id);
+    }
+    for id in &a_ids {
+        assert!(outcomes_of(&h, id).await.is_empty(), "{id} must wait while A is paused");
+    }
+
+    // A new token: every A command goes out once, in order per recipient.
+    support::register(&h.accounts, TOKEN).await;
+    for id in &a_ids {
+        let all = wait_outcomes(&h, id, |o| !o.is_empty()).await;
+        assert_eq!(all.len(), 1, "{id}: {all:?}");
+        assert!(is_sent(&all[0].1), "{id}: {all:?}");
+    }
+    for (n, u) in users_a.iter().enumerate() {
+        let want: Vec<String> = (0..if n < 2 { 7 } else { 6 }).map(|i| format!("a{i}")).collect();
+        assert_eq!(outbound(&h.emulator.admin.messages(ACCOUNT, u).await.unwrap()), want, "order of {u}");
+    }
+    for u in &users_b {
+        assert_eq!(outbound(&h.emulator.admin.messages(&b, u).await.unwrap()), ["b0", "b1", "b2", "b3", "b4"]);
+    }
+    let calls = h.graph_calls("messages").await - calls_before;
+    assert_eq!(calls, (a_ids.len() + b_ids.len()) as u64, "one Graph call per command");
+    // Drained: the park is empty and A's commands are served normally again.
+    for _ in 0..200 {
+        if stored(&h, "IGRELAY_PARKED").await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored(&h, "IGRELAY_PARKED").await, 0, "the park is drained");
+    for _ in 0..200 {
+        if d2.metric("igrelay_dispatch_park_stream_accounts").await == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d2.metric("igrelay_dispatch_park_stream_accounts").await, Some(0.0), "served normally again");
+    h.send(text(ACCOUNT, "pa-after", &users_a[0], "after")).await;
+    assert!(is_sent(&h.outcome("pa-after").await));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_pauses_never_add_up_to_a_stall() {
+    // Two paused accounts each hold fewer than park_hold commands, together the whole budget.
+    let cfg = DispatchConfig { max_ack_pending: Some(8), park_hold: 6, ..test_dispatch_config() };
+    let h = Harness::start_with(|_, d| *d = cfg).await;
+    let mut same: Vec<String> = (2..)
+        .map(|i| format!("178414000000{i:05}"))
+        .filter(|c| partition_of(c) == partition_of(ACCOUNT))
+        .take(2)
+        .collect();
+    let (b, c) = (same.remove(0), same.remove(0));
+    add_account(&h, &b, TOKEN_B).await;
+    add_account(&h, &c, "IGAAemulatortokenC").await;
+    let users: Vec<String> = (0..2).map(|i| format!("55000000000019{i:02}")).collect();
+    for u in &users {
+        for account in [ACCOUNT, b.as_str(), c.as_str()] {
+            open_window(&h, account, u).await;
+        }
+    }
+    for account in [ACCOUNT, c.as_str()] {
+        h.accounts.set_status(account, AccountStatus::Paused, "test: paused").await.unwrap();
+    }
+    let mut paused_ids = Vec::new();
+    for account in [ACCOUNT, c.as_str()] {
+        for i in 0..2 {
+            for u in &users {
+                let id = format!("sp-{account}-{u}-{i}");
+                h.send(text(account, &id, u, &format!("p{i}"))).await;
+                paused_ids.push(id);
+            }
+        }
+    }
+    for i in 0..5 {
+        for u in &users {
+            let id = format!("sb-{u}-{i}");
+            h.send(text(&b, &id, u, &format!("b{i}"))).await;
+            assert!(is_sent(&h.outcome(&id).await), "{id} while two neighbours are paused");
+        }
+    }
+    for account in [ACCOUNT, c.as_str()] {
+        h.accounts.set_status(account, AccountStatus::Active, "test: active").await.unwrap();
+    }
+    for id in &paused_ids {
+        let all = wait_outcomes(&h, id, |o| !o.is_empty()).await;
+        assert_eq!(all.len(), 1, "{id}: {all:?}");
+        assert!(is_sent(&all[0].1), "{id}: {all:?}");
+    }
+    for u in &users {
+        for account in [ACCOUNT, c.as_str()] {
+            assert_eq!(outbound(&h.emulator.admin.messages(account, u).await.unwrap()), ["p0", "p1"], "{account} {u}");
+        }
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_command_expires_in_the_park_by_its_deadline_from_when_it_was_accepted() {
+    // Commands without accepted time or deadline: their deadline counts from when the commands
+    // stream stored them, not from when they moved to the park.
+    let cfg = DispatchConfig {
+        max_ack_pending: Some(8),
+        park_hold: 3,
+        default_deadline: Duration::from_secs(12),
+        ..test_dispatch_config()
+    };
+    let h = Harness::start_with(|_, d| *d = cfg).await;
+    let user = "5500000000002001";
+    open_window(&h, ACCOUNT, user).await;
+    let calls_before = h.graph_calls("messages").await;
+    h.accounts.set_status(ACCOUNT, AccountStatus::Paused, "test: paused").await.unwrap();
+    for i in 0..2 {
+        h.send(text(ACCOUNT, &format!("dl-old-{i}"), user, &format!("old{i}"))).await;
+    }
+    // Seven seconds later two more: four waiting > park_hold, so all four move to the park now.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    for i in 0..2 {
+        h.send(text(ACCOUNT, &format!("dl-new-{i}"), user, &format!("new{i}"))).await;
+    }
+    for _ in 0..200 {
+        if stored(&h, "IGRELAY_PARKED").await == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored(&h, "IGRELAY_PARKED").await, 4, "all four in the park");
+    // Still paused: the old ones expire in the park (12 s after they were stored) and leave it;
+    // the new ones (due 7 s later) still wait.
+    for i in 0..2 {
+        let old = wait_outcomes(&h, &format!("dl-old-{i}"), |o| !o.is_empty()).await;
+        assert_eq!(old.len(), 1, "{old:?}");
+        assert!(matches!(old[0].1.result, Some(R::Expired(_))), "expired in the park: {old:?}");
+    }
+    for i in 0..2 {
+        let id = format!("dl-new-{i}");
+        assert!(outcomes_of(&h, &id).await.is_empty(), "{id} is not due yet");
+    }
+    for _ in 0..200 {
+        if stored(&h, "IGRELAY_PARKED").await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored(&h, "IGRELAY_PARKED").await, 2, "the expired ones left the park");
+    h.accounts.set_status(ACCOUNT, AccountStatus::Active, "test: active").await.unwrap();
+    for i in 0..2 {
+        let new = wait_outcomes(&h, &format!("dl-new-{i}"), |o| !o.is_empty()).await;
+        assert_eq!(new.len(), 1, "{new:?}");
+        assert!(is_sent(&new[0].1), "{new:?}");
+        assert_eq!(outcomes_of(&h, &format!("dl-old-{i}")).await.len(), 1, "one outcome each");
+    }
+    assert_eq!(outbound(&h.emulator.admin.messages(ACCOUNT, user).await.unwrap()), ["new0", "new1"]);
+    assert_eq!(h.graph_calls("messages").await - calls_before, 2, "no call for the expired ones");
+    h.stop().await;
+}
