@@ -97,7 +97,13 @@ async fn dev_starts_nats_and_ingest_and_prints_the_urls() {
     let client = http::client();
     wait_ready(&client, readyz.trim_end_matches("/readyz")).await;
 
-    let body = webhook::encode(&webhook::text_message("17841400000000001", "55", "m-dev", "hello", igrelay_core::time::now_ms()));
+    let body = webhook::encode(&webhook::text_message(
+        "17841400000000001",
+        "55",
+        "m-dev",
+        "hello",
+        igrelay_core::time::now_ms(),
+    ));
     let r =
         http::send(&client, http::Method::POST, &url, &webhook::signed_headers("igrelay-dev-app-secret", &body), body)
             .await
