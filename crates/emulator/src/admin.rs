@@ -152,7 +152,17 @@ async fn add_account(AxState(app): AxState<App>, JsonBody(v): JsonBody) -> Admin
         return Err(AdminError::Conflict(format!("account {} exists", seed.ig_id)));
     }
     st.add_account(seed.clone());
-    Ok(axum::Json(serde_json::to_value(seed).unwrap_or(Value::Null)))
+    // Spelled out: the seed's serialization redacts its tokens (for `igrelay config`), and the
+    // developer who created the account needs them.
+    Ok(axum::Json(serde_json::json!({
+        "ig_id": seed.ig_id,
+        "username": seed.username,
+        "page_id": seed.page_id,
+        "token": seed.token,
+        "page_token": seed.page_token,
+        "user_token": seed.user_token,
+        "followers": seed.followers,
+    })))
 }
 
 async fn get_account(AxState(app): AxState<App>, Path(id): Path<String>) -> AdminResult {
