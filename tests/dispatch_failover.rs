@@ -246,7 +246,12 @@ async fn the_partition_owner_killed_with_calls_in_flight_sends_those_at_most_twi
                 if !matches!(o.result, Some(R::Sent(_))) {
                     wrong.push(format!("{id}: not sent: {o:?}"));
                 }
-                if o.attempts as usize != copies {
+                // Every copy Meta received is an attempt the outcome counts. One attempt more than
+                // copies is allowed only for a command without an outcome at the kill: the owner
+                // recorded it "in flight" and died before the request reached Meta, so its
+                // successor counts an attempt whose result it cannot know.
+                let unknown_attempt = o.attempts == 2 && copies == 1 && !done_at_kill.contains(&id);
+                if o.attempts as usize != copies && !unknown_attempt {
                     wrong
                         .push(format!("{id}: Meta received {copies} copies, the outcome says {} attempts", o.attempts));
                 }
