@@ -399,3 +399,69 @@ async fn connects_over_tls_with_the_configured_ca_and_refuses_an_unknown_one() {
     let e = igrelay_bus::connect(&missing).await.unwrap_err().to_string();
     assert!(e.contains("nats.tls_ca_file") && e.contains("does not exist"), "{e}");
 }
+
+#[tokio::test]
+async fn connects_with_an_nkey_seed_file_and_names_a_wrong_one() {
+    // A fresh user key pair; the server knows only its public key.
+    let user = nkeys::KeyPair::new_user();
+    let dir = std::env::temp_dir().join(format!("igrelay-nkey-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("nkey.conf");
+    // The local server's JetStream limits again, since this file replaces its own config.
+    std::fs::write(
+        &conf,
+        format!(
+            "jetstream {{\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}}\n\
+             authorization {{\n  users = [ {{ nkey: {} }} ]\n}}\n",
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let server = igrelay_bus::local_server::LocalNatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    let seed_file = dir.join("user.nk");
+    std::fs::write(&seed_file, format!("{}\n", user.seed().unwrap())).unwrap();
+    let good =
+        igrelay_bus::ConnectConfig { url: server.url(), nkey_seed_file: Some(seed_file.clone()), ..Default::default() };
+    let client = igrelay_bus::connect(&good).await.unwrap();
+    client.publish("x", Bytes::from_static(b"1")).await.unwrap();
+    client.flush().await.unwrap();
+
+    // Without credentials the server refuses: it really checks nkeys.
+    let none = igrelay_bus::ConnectConfig { url: server.url(), ..Default::default() };
+    let e = igrelay_bus::connect(&none).await.unwrap_err().to_string();
+    assert!(e.contains("refused our credentials"), "{e}");
+
+    // A well-formed seed of another user: refused at once, naming the setting, never the seed.
+    let other = nkeys::KeyPair::new_user().seed().unwrap();
+    let other_file = dir.join("other.nk");
+    std::fs::write(&other_file, &other).unwrap();
+    let wrong = igrelay_bus::ConnectConfig { nkey_seed_file: Some(other_file), ..good.clone() };
+    let e = tokio::time::timeout(Duration::from_secs(10), igrelay_bus::connect(&wrong))
+        .await
+        .expect("a refused nkey is an error at once, not a retry forever")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("refused our credentials") && e.contains("nats.nkey_seed_file"), "{e}");
+    assert!(!e.contains(&other), "{e}");
+
+    // A file that is no user seed (here a public key) is named before connecting.
+    let not_seed = dir.join("public.nk");
+    std::fs::write(&not_seed, user.public_key()).unwrap();
+    let bad = igrelay_bus::ConnectConfig { nkey_seed_file: Some(not_seed), ..good.clone() };
+    let e = igrelay_bus::connect(&bad).await.unwrap_err().to_string();
+    assert!(e.contains("nats.nkey_seed_file") && e.contains("not an nkey user seed"), "{e}");
+
+    // A damaged seed (right prefix, broken checksum) is refused at once too.
+    let seed = user.seed().unwrap();
+    let damaged = dir.join("damaged.nk");
+    let last = if seed.ends_with('A') { 'B' } else { 'A' };
+    std::fs::write(&damaged, format!("{}{last}", &seed[..seed.len() - 1])).unwrap();
+    let bad = igrelay_bus::ConnectConfig { nkey_seed_file: Some(damaged), ..good };
+    let e = tokio::time::timeout(Duration::from_secs(10), igrelay_bus::connect(&bad))
+        .await
+        .expect("a damaged seed is an error at once")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nats.nkey_seed_file"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
