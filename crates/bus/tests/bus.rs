@@ -399,3 +399,167 @@ async fn connects_over_tls_with_the_configured_ca_and_refuses_an_unknown_one() {
     let e = igrelay_bus::connect(&missing).await.unwrap_err().to_string();
     assert!(e.contains("nats.tls_ca_file") && e.contains("does not exist"), "{e}");
 }
+
+#[tokio::test]
+async fn connects_with_an_nkey_seed_file_and_names_a_wrong_one() {
+    // A fresh user key pair; the server knows only its public key.
+    let user = nkeys::KeyPair::new_user();
+    let dir = std::env::temp_dir().join(format!("igrelay-nkey-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("nkey.conf");
+    // The local server's JetStream limits again, since this file replaces its own config.
+    std::fs::write(
+        &conf,
+        format!(
+            "jetstream {{\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}}\n\
+             authorization {{\n  users = [ {{ nkey: {} }} ]\n}}\n",
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let server = igrelay_bus::local_server::LocalNatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    let seed_file = dir.join("user.nk");
+    std::fs::write(&seed_file, format!("{}\n", user.seed().unwrap())).unwrap();
+    let good =
+        igrelay_bus::ConnectConfig { url: server.url(), nkey_seed_file: Some(seed_file.clone()), ..Default::default() };
+    let client = igrelay_bus::connect(&good).await.unwrap();
+    client.publish("x", Bytes::from_static(b"1")).await.unwrap();
+    client.flush().await.unwrap();
+
+    // Without credentials the server refuses: it really checks nkeys.
+    let none = igrelay_bus::ConnectConfig { url: server.url(), ..Default::default() };
+    let e = igrelay_bus::connect(&none).await.unwrap_err().to_string();
+    assert!(e.contains("refused our credentials"), "{e}");
+
+    // A well-formed seed of another user: refused at once, naming the setting, never the seed.
+    let other = nkeys::KeyPair::new_user().seed().unwrap();
+    let other_file = dir.join("other.nk");
+    std::fs::write(&other_file, &other).unwrap();
+    let wrong = igrelay_bus::ConnectConfig { nkey_seed_file: Some(other_file), ..good.clone() };
+    let e = tokio::time::timeout(Duration::from_secs(10), igrelay_bus::connect(&wrong))
+        .await
+        .expect("a refused nkey is an error at once, not a retry forever")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("refused our credentials") && e.contains("nats.nkey_seed_file"), "{e}");
+    assert!(!e.contains(&other), "{e}");
+
+    // A file that is no user seed (here a public key) is named before connecting.
+    let not_seed = dir.join("public.nk");
+    std::fs::write(&not_seed, user.public_key()).unwrap();
+    let bad = igrelay_bus::ConnectConfig { nkey_seed_file: Some(not_seed), ..good.clone() };
+    let e = igrelay_bus::connect(&bad).await.unwrap_err().to_string();
+    assert!(e.contains("nats.nkey_seed_file") && e.contains("not an nkey user seed"), "{e}");
+
+    // A damaged seed (right prefix, broken checksum) is refused at once too.
+    let seed = user.seed().unwrap();
+    let damaged = dir.join("damaged.nk");
+    let last = if seed.ends_with('A') { 'B' } else { 'A' };
+    std::fs::write(&damaged, format!("{}{last}", &seed[..seed.len() - 1])).unwrap();
+    let bad = igrelay_bus::ConnectConfig { nkey_seed_file: Some(damaged), ..good };
+    let e = tokio::time::timeout(Duration::from_secs(10), igrelay_bus::connect(&bad))
+        .await
+        .expect("a damaged seed is an error at once")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nats.nkey_seed_file"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A JWT as nsc signs them: header, claims, ed25519 signature by `issuer` (base64url, no padding).
+fn signed_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": format!("{name}-{}", std::process::id()),
+        "iat": 1_700_000_000,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let body = format!("{header}.{}", b64.encode(claims.to_string()));
+    let sig = issuer.sign(body.as_bytes()).unwrap();
+    format!("{body}.{}", b64.encode(sig))
+}
+
+fn creds(jwt: &str, seed: &str) -> String {
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    )
+}
+
+#[tokio::test]
+async fn connects_with_a_creds_file_and_names_a_refused_one() {
+    // Decentralised auth as nsc sets it up: operator -> account -> user, JWTs preloaded.
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let no_limits = serde_json::json!({"subs": -1, "data": -1, "payload": -1, "imports": -1,
+        "exports": -1, "wildcards": true, "conn": -1, "leaf": -1});
+    let op_jwt =
+        signed_jwt(&operator, &operator.public_key(), "op", serde_json::json!({"type": "operator", "version": 2}));
+    let acct_jwt = signed_jwt(
+        &operator,
+        &account.public_key(),
+        "acct",
+        serde_json::json!({"limits": no_limits, "type": "account", "version": 2}),
+    );
+    // The local server runs JetStream, which needs a system account in operator mode.
+    let system = nkeys::KeyPair::new_account();
+    let sys_jwt = signed_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"limits": no_limits, "type": "account", "version": 2}),
+    );
+    let user_claims = serde_json::json!({"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+        "type": "user", "version": 2});
+    let user_jwt = signed_jwt(&account, &user.public_key(), "user", user_claims.clone());
+
+    let dir = std::env::temp_dir().join(format!("igrelay-creds-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("creds.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "jetstream {{\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}}\n\
+             operator: {op_jwt}\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {acct}: {acct_jwt}\n  {sys}: {sys_jwt}\n}}\n",
+            acct = account.public_key(),
+            sys = system.public_key(),
+        ),
+    )
+    .unwrap();
+    let server = igrelay_bus::local_server::LocalNatsServer::start_with_args(&["-c", conf.to_str().unwrap()]).unwrap();
+    let creds_file = dir.join("user.creds");
+    std::fs::write(&creds_file, creds(&user_jwt, &user.seed().unwrap())).unwrap();
+    let good = igrelay_bus::ConnectConfig { url: server.url(), creds_file: Some(creds_file), ..Default::default() };
+    let client = igrelay_bus::connect(&good).await.unwrap();
+    client.publish("x", Bytes::from_static(b"1")).await.unwrap();
+    client.flush().await.unwrap();
+
+    // A user signed by an account the server does not know: refused at once, naming the setting.
+    let stranger = nkeys::KeyPair::new_account();
+    let other_user = nkeys::KeyPair::new_user();
+    let other_jwt = signed_jwt(&stranger, &other_user.public_key(), "other", user_claims);
+    let other_file = dir.join("other.creds");
+    std::fs::write(&other_file, creds(&other_jwt, &other_user.seed().unwrap())).unwrap();
+    let wrong = igrelay_bus::ConnectConfig { creds_file: Some(other_file), ..good.clone() };
+    let e = tokio::time::timeout(Duration::from_secs(10), igrelay_bus::connect(&wrong))
+        .await
+        .expect("refused creds are an error at once, not a retry forever")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("refused our credentials") && e.contains("nats.creds_file"), "{e}");
+
+    // A file that is no creds file is named before connecting.
+    let junk = dir.join("junk.creds");
+    std::fs::write(&junk, "not a creds file\n").unwrap();
+    let bad = igrelay_bus::ConnectConfig { creds_file: Some(junk), ..good };
+    let e = igrelay_bus::connect(&bad).await.unwrap_err().to_string();
+    assert!(e.contains("nats.creds_file"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,7 +7,9 @@
 //! and marked NEEDS_REAUTH as dispatch does after Meta refuses a token) and commands queued for
 //! more recipients than `--max-in-flight`; the figures are over the other accounts, which must
 //! still reach the limit. All accounts share one partition, so the paused ones compete with the
-//! others for the same in-flight slots and fetch budget.
+//! others for the same in-flight slots and fetch budget. `--pause-seconds` then keeps them paused
+//! while commands keep arriving, samples dispatch's RSS, and checks every paused command is sent
+//! exactly once, in order, after the token is restored (see `dispatch_pause`).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -22,11 +24,12 @@ use igrelay_bus::{OutgoingMessage, Publisher, TopologyConfig};
 use igrelay_core::AccountId;
 use igrelay_core::time::{now, now_ms, timestamp_to_ms};
 use igrelay_core::v1::{self, SendCommand, command_outcome::Result as R, recipient::Target, send_command::Content};
-use igrelay_emulator::EmulatorConfig;
+use igrelay_emulator::{AdminClient, EmulatorConfig};
 use igrelay_runtime::Secret;
 use prost::Message as _;
 use serde_json::json;
 
+use super::dispatch_pause::{self, Paused};
 use super::ingest::ChildGuard;
 use super::measure::{percentile, round, rss_of};
 
@@ -50,6 +53,11 @@ pub struct DispatchBenchArgs {
     /// recipients than `--max-in-flight`.
     #[arg(long, default_value_t = 0)]
     pub paused_accounts: usize,
+    /// After the measured phases, keep the paused accounts paused this long while commands for
+    /// them keep arriving (20/s) and the others keep sending; then restore their tokens and
+    /// check every paused command is sent once, in order. 0: no pause phase.
+    #[arg(long, default_value_t = 0)]
+    pub pause_seconds: u64,
     /// dispatch.max_in_flight of the dispatch process.
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
@@ -70,6 +78,10 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
         "--paused-accounts must leave at least one account running (got {} of {})",
         args.paused_accounts,
         args.accounts
+    );
+    anyhow::ensure!(
+        args.pause_seconds == 0 || args.paused_accounts > 0,
+        "--pause-seconds needs --paused-accounts of at least 1 (nothing to pause)"
     );
     // One partition: paused and running accounts share its slots and fetch budget.
     let topology = TopologyConfig { command_partitions: 1, ..TopologyConfig::default() };
@@ -128,16 +140,24 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
 
     // Paused accounts: token revoked, account marked, commands queued for more recipients than
     // the in-flight slots, before any load of the others.
-    let (paused, accounts) = accounts.split_at(args.paused_accounts);
-    for (acct, _) in paused {
+    let (paused_accounts, accounts) = accounts.split_at(args.paused_accounts);
+    let mut paused = Vec::new();
+    for (acct, _) in paused_accounts {
         let token = format!("IGAAbench{}", &acct[acct.len() - 4..]);
         emulator.admin.post("/_admin/tokens", &json!({"token": token, "state": "revoked"})).await?;
         store.set_status(acct, v1::AccountStatus::NeedsReauth, "bench: token revoked").await?;
+        let mut users = Vec::new();
         for u in 0..args.max_in_flight + 16 {
             let user = format!("56{u:010}");
+            if args.pause_seconds > 0 {
+                // Meta's window too, for the sends after the token is back.
+                emulator.admin.simulate_dm(acct, &user, "hi").await?;
+            }
             windows.put(format!("w.{acct}.{user}"), bytes::Bytes::copy_from_slice(&now_ms().to_be_bytes())).await?;
-            publish(&publisher, acct, &user, &format!("paused-{acct}-{u}"), "parked").await?;
+            publish(&publisher, acct, &user, &format!("paused-{acct}-{user}-0"), "0").await?;
+            users.push((user, 1));
         }
+        paused.push(Paused { account: acct.clone(), token, users });
     }
 
     // Phase 1: above the limit. Everything is queued at once: 1.5 × limit × seconds per account.
@@ -167,6 +187,20 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
     }
     let phase2 = wait_outcomes(&js, "half-", n * accounts.len(), Duration::from_secs(args.seconds * 2 + 30)).await?;
     let (rss_kib, hwm_kib) = rss_of(dispatch.0.id());
+    let pause = if args.pause_seconds > 0 {
+        let cx = dispatch_pause::Ctx {
+            pid: dispatch.0.id(),
+            limit: args.limit,
+            publisher: &publisher,
+            js: &js,
+            admin: &emulator.admin,
+            store: &store,
+            running: accounts,
+        };
+        Some(dispatch_pause::run(&cx, &mut paused, args.pause_seconds).await?)
+    } else {
+        None
+    };
 
     // Achieved rate per account: sent calls over the time they took, phase 1 only.
     let mut per_account_rates = Vec::new();
@@ -189,16 +223,9 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
     let (mut order_violations, mut duplicates) = (0usize, 0usize);
     for (acct, users) in accounts {
         for user in users {
-            let conv = emulator.admin.messages(acct, user).await?;
-            let list = conv["messages"].as_array().cloned().or_else(|| conv.as_array().cloned()).unwrap_or_default();
-            let texts: Vec<String> = list
-                .iter()
-                .filter(|m| m["inbound"] == false)
-                .filter_map(|m| m["text"].as_str().map(str::to_owned))
-                .collect();
-            let max: Vec<i64> = texts.iter().filter_map(|t| t.parse().ok()).collect();
-            order_violations += max.windows(2).filter(|w| w[1] < w[0]).count();
-            duplicates += max.windows(2).filter(|w| w[1] == w[0]).count();
+            let (o, d) = order_and_duplicates(&sent_texts(&emulator.admin, acct, user).await?);
+            order_violations += o;
+            duplicates += d;
         }
     }
     let calls = emulator.admin.calls().await?;
@@ -208,10 +235,10 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
         .collect();
     lat.sort_by(f64::total_cmp);
     let not_sent = phase1.iter().chain(phase2.iter()).filter(|o| !matches!(o.result, Some(R::Sent(_)))).count();
-    let report = json!({
+    let mut report = json!({
         "bench": "dispatch",
         "accounts": args.accounts,
-        "paused_accounts": paused.len(),
+        "paused_accounts": paused_accounts.len(),
         "limit_per_account_per_s": args.limit,
         "achieved_per_account_per_s": round(achieved),
         "ratio": (achieved / f64::from(args.limit) * 1000.0).round() / 1000.0,
@@ -226,6 +253,9 @@ pub async fn run(args: DispatchBenchArgs) -> anyhow::Result<()> {
         "rss_mib": round(rss_kib as f64 / 1024.0),
         "peak_rss_mib": round(hwm_kib as f64 / 1024.0),
     });
+    if let (Some(pause), Some(obj)) = (pause.as_ref().and_then(|p| p.as_object()), report.as_object_mut()) {
+        obj.extend(pause.clone());
+    }
     drop(dispatch);
     emulator.shutdown().await;
     writeln!(std::io::stdout().lock(), "{report}")?;
@@ -238,7 +268,27 @@ fn o_accepted(o: &v1::CommandOutcome) -> Option<i64> {
     o.command_id.rsplit('@').next()?.parse().ok()
 }
 
-async fn publish(publisher: &Publisher, account: &str, user: &str, id: &str, text: &str) -> anyhow::Result<()> {
+/// What the emulator received for one recipient from the account (outbound texts, in order).
+pub(super) async fn sent_texts(admin: &AdminClient, account: &str, user: &str) -> anyhow::Result<Vec<String>> {
+    let conv = admin.messages(account, user).await?;
+    let list = conv["messages"].as_array().cloned().or_else(|| conv.as_array().cloned()).unwrap_or_default();
+    Ok(list.iter().filter(|m| m["inbound"] == false).filter_map(|m| m["text"].as_str().map(str::to_owned)).collect())
+}
+
+/// (order violations, duplicates) among the numeric texts a recipient received: each command's
+/// text is its number for that recipient, so they must increase.
+pub(super) fn order_and_duplicates(texts: &[String]) -> (usize, usize) {
+    let nums: Vec<i64> = texts.iter().filter_map(|t| t.parse().ok()).collect();
+    (nums.windows(2).filter(|w| w[1] < w[0]).count(), nums.windows(2).filter(|w| w[1] == w[0]).count())
+}
+
+pub(super) async fn publish(
+    publisher: &Publisher,
+    account: &str,
+    user: &str,
+    id: &str,
+    text: &str,
+) -> anyhow::Result<()> {
     let accepted = now_ms();
     let id = format!("{id}@{accepted}");
     let cmd = SendCommand {
@@ -260,7 +310,7 @@ fn opentelemetry_cx() -> opentelemetry::Context {
 
 /// Waits until `n` outcomes whose command id starts with `prefix` exist, reading the outcomes
 /// stream as it grows.
-async fn wait_outcomes(
+pub(super) async fn wait_outcomes(
     js: &async_nats::jetstream::Context,
     prefix: &str,
     n: usize,

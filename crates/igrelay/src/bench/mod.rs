@@ -2,6 +2,7 @@
 //! baseline measured in the same run on the same machine.
 
 mod dispatch;
+mod dispatch_pause;
 mod enrich;
 mod ingest;
 mod load;
