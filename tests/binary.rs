@@ -145,6 +145,19 @@ fn start_dev(store: &std::path::Path, extra: &[&str], env: &[(&str, String)]) ->
     Running::start(&args, env).unwrap()
 }
 
+/// `igrelay dev` exactly as `deploy/local/run.sh` starts it: no listener set, so every service
+/// takes its laptop default (loopback; a busy port falls back to a free one).
+#[tokio::test]
+async fn dev_starts_with_its_defaults() {
+    let store = tempfile::tempdir().unwrap();
+    let mut dev =
+        Running::start(&["dev", "--nats-port", "0", "--nats-store", store.path().to_str().unwrap()], &[]).unwrap();
+    let gateway = dev.line_containing("gRPC gateway", Duration::from_secs(60));
+    assert!(gateway.is_some(), "dev with its defaults did not start every service");
+    assert!(gateway.unwrap().contains("127.0.0.1:"), "the gateway listens on loopback");
+    assert_eq!(dev.terminate(Duration::from_secs(15)).unwrap(), Some(0));
+}
+
 #[tokio::test]
 async fn dev_exits_non_zero_naming_a_service_that_crashed() {
     let store = tempfile::tempdir().unwrap();

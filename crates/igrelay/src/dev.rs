@@ -153,8 +153,10 @@ async fn run_services(mut cfg: Config, args: &DevArgs, shutdown: CancellationTok
         // Its ops endpoints on a free port: the gRPC health service is the one to probe here.
         cfg.gateway.ops_listen = SocketAddr::from(([127, 0, 0, 1], 0));
     }
-    cfg.gateway.validate()?;
+    // Validated once bound: `bind` moves the production default (0.0.0.0, which needs TLS) to
+    // the laptop's loopback, where plaintext is fine.
     let gateway_listener = bind(&mut cfg.gateway.listen, gateway_defaults.listen, 50051, "gateway.listen").await?;
+    cfg.gateway.validate()?;
     let gateway_addr = gateway_listener.local_addr()?;
     services.spawn(named(
         "gateway",
