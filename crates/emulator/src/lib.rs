@@ -177,6 +177,16 @@ impl AdminClient {
         self.get("/_admin/calls").await
     }
 
+    /// Graph API calls the emulator answered for `endpoint`, over every account.
+    pub async fn calls_to(&self, endpoint: &str) -> anyhow::Result<u64> {
+        let v = self.calls().await?;
+        let list = v["calls"].as_array().ok_or_else(|| anyhow::anyhow!("/_admin/calls has no calls list: {v}"))?;
+        list.iter()
+            .filter(|c| c["endpoint"] == endpoint)
+            .map(|c| c["calls"].as_u64().ok_or_else(|| anyhow::anyhow!("a call count that is not a number: {c}")))
+            .sum()
+    }
+
     pub async fn deliveries(&self) -> anyhow::Result<Value> {
         self.get("/_admin/webhooks/deliveries").await
     }

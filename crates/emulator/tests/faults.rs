@@ -45,14 +45,7 @@ async fn sent_texts(emu: &EmulatorHandle, ig: &str) -> Vec<String> {
 }
 
 async fn messages_calls(emu: &EmulatorHandle) -> u64 {
-    let v = emu.admin.calls().await.unwrap();
-    v["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["endpoint"] == "messages")
-        .map(|c| c["calls"].as_u64().unwrap())
-        .sum()
+    emu.admin.calls_to("messages").await.unwrap()
 }
 
 #[tokio::test]

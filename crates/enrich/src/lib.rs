@@ -23,4 +23,4 @@ mod metrics;
 mod service;
 
 pub use config::{ConfigError, EnrichConfig};
-pub use service::{CONSUMED_KINDS, run, run_with_listener, run_with_listeners};
+pub use service::{CONSUMED_KINDS, run, run_with_listeners};

@@ -79,19 +79,6 @@ pub async fn run(
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (enrich.listen)", cfg.listen))?;
-    run_with_listener(cfg, bus, graph, accounts, listener, shutdown).await
-}
-
-/// Runs the callback on an already bound listener and binds `cfg.ops_listen` for the ops
-/// endpoints, until `shutdown`.
-pub async fn run_with_listener(
-    cfg: EnrichConfig,
-    bus: BusConfig,
-    graph: GraphConfig,
-    accounts: AccountsConfig,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
     let ops = TcpListener::bind(cfg.ops_listen)
         .await
         .with_context(|| format!("cannot listen on {} (enrich.ops_listen)", cfg.ops_listen))?;

@@ -13,14 +13,7 @@ use tonic_types::StatusExt;
 
 /// User Profile API calls the emulator saw.
 async fn profile_calls(stack: &Stack) -> u64 {
-    let calls = stack.emulator.admin.calls().await.unwrap();
-    calls["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["endpoint"] == "user_profile")
-        .map(|c| c["calls"].as_u64().unwrap_or(0))
-        .sum()
+    stack.emulator.admin.calls_to("user_profile").await.unwrap()
 }
 
 /// Waits (bounded) until enrich has stored `n` enriched events: their senders' consent is

@@ -15,4 +15,4 @@ pub mod parse;
 mod server;
 
 pub use config::IngestConfig;
-pub use server::{run, run_with_listener, run_with_listeners};
+pub use server::{run, run_with_listeners};

@@ -53,17 +53,6 @@ pub async fn run(cfg: IngestConfig, bus: BusConfig, shutdown: CancellationToken)
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (ingest.listen)", cfg.listen))?;
-    run_with_listener(cfg, bus, listener, shutdown).await
-}
-
-/// Serves the webhook on an already bound listener and binds `cfg.ops_listen` for the ops
-/// endpoints, until `shutdown`.
-pub async fn run_with_listener(
-    cfg: IngestConfig,
-    bus: BusConfig,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
     let ops = TcpListener::bind(cfg.ops_listen)
         .await
         .with_context(|| format!("cannot listen on {} (ingest.ops_listen)", cfg.ops_listen))?;

@@ -323,14 +323,7 @@ impl Harness {
     }
 
     pub async fn graph_calls(&self, endpoint: &str) -> u64 {
-        let v = self.emulator.admin.calls().await.unwrap();
-        v["calls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["endpoint"] == endpoint)
-            .map(|c| c["calls"].as_u64().unwrap_or(0))
-            .sum()
+        self.emulator.admin.calls_to(endpoint).await.unwrap()
     }
 
     pub async fn throttled(&self) -> u64 {

@@ -291,14 +291,7 @@ impl App {
 
     /// User Profile API calls the emulator saw.
     pub async fn profile_calls(&self) -> u64 {
-        let calls = self.emulator.admin.calls().await.unwrap();
-        calls["calls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["endpoint"] == "user_profile")
-            .map(|c| c["calls"].as_u64().unwrap_or(0))
-            .sum()
+        self.emulator.admin.calls_to("user_profile").await.unwrap()
     }
 
     /// Every Graph call the emulator saw (calls refused before routing, e.g. for an expired

@@ -312,14 +312,7 @@ impl Stack {
 
     /// Graph API calls the emulator answered for `endpoint` (every account).
     pub async fn emulator_calls(&self, endpoint: &str) -> u64 {
-        let calls = self.emulator.admin.calls().await.unwrap();
-        calls["calls"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["endpoint"] == endpoint)
-            .map(|c| c["calls"].as_u64().unwrap_or(0))
-            .sum()
+        self.emulator.admin.calls_to(endpoint).await.unwrap()
     }
 
     /// Runs the Python client (tests/python/gateway_client.py) and returns its stdout.

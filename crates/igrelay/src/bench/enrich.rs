@@ -275,11 +275,7 @@ pub async fn run(args: EnrichBenchArgs) -> anyhow::Result<()> {
     enrich.shutdown.cancel();
     enrich.task.await??;
 
-    let calls = emulator.admin.calls().await?;
-    let profile_calls: u64 = calls["calls"]
-        .as_array()
-        .map(|a| a.iter().filter(|c| c["endpoint"] == "user_profile").filter_map(|c| c["calls"].as_u64()).sum())
-        .unwrap_or(0);
+    let profile_calls = emulator.admin.calls_to("user_profile").await?;
     let report = serde_json::json!({
         "bench": "enrich",
         "enriched_per_s": round(per_s),
